@@ -75,6 +75,7 @@ def pandoc(args, text):
 def notebook_markdown(nb, files_dir):
     "Markdown for a processed notebook; its figures are written into `files_dir`."
     from nbconvert import MarkdownExporter
+    nb.metadata.setdefault('language_info', {'name': 'python'})   # nbdev_clean drops it; code blocks need it
     body, res = MarkdownExporter().from_notebook_node(nb, resources={'output_files_dir': files_dir.name})
     for name, data in res.get('outputs', {}).items():
         (files_dir.parent/name).parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +116,7 @@ def offline_build(out, readme):
                 '-V', f'site-title={cfg.title}', '-V', f'current={pages[n]}', '-V', f'nav={nav}']
         for k in ('title', 'description'):
             if fms[n].get(k): meta += ['-M', f'{k}={fms[n][k]}']
-        html = pandoc(['-f', 'markdown', '-t', 'html5', '--standalone', '--mathml', '--toc', '--toc-depth=3',
+        html = pandoc(['-f', 'markdown-implicit_figures', '-t', 'html5', '--standalone', '--mathml', '--toc', '--toc-depth=3',
                        '--template', str(SITE/'template.html'), '--lua-filter', str(SITE/'tags.lua'), *meta], md)
         (out/pages[n]).write_text(html)
         if n == cfg.get('readme_nb', 'index.ipynb') and readme:
