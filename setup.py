@@ -9,7 +9,7 @@ parser = ConfigParser(delimiters=['='])
 parser.read(here/'settings.ini', encoding='utf-8')
 cfg = parser['DEFAULT']
 
-licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License')}
+licenses = {'apache2': 'Apache-2.0'}   # SPDX expressions, which replace the deprecated licence classifiers
 statuses = ['Planning', 'Pre-Alpha', 'Alpha', 'Beta', 'Production/Stable', 'Mature', 'Inactive']
 py_versions = ['3.10', '3.11', '3.12', '3.13']
 
@@ -33,19 +33,20 @@ setuptools.setup(
     long_description_content_type='text/markdown',
     author=cfg['author'],
     author_email=cfg['author_email'],
-    license=lic[0],
+    license=lic,
+    license_files=['LICENSE'],
     url=cfg['git_url'],
     project_urls={'Documentation': cfg['doc_host'] + cfg['doc_baseurl'], 'Source': cfg['git_url'],
                   'Issues': cfg['git_url'] + '/issues'},
     keywords=cfg['keywords'].split(),
     classifiers=[f'Development Status :: {status} - {statuses[status-1]}',
                  f'Intended Audience :: {cfg["audience"]}',
-                 f'License :: {lic[1]}',
                  f'Natural Language :: {cfg["language"]}',
                  'Topic :: Scientific/Engineering :: Mathematics'] +
                 [f'Programming Language :: Python :: {v}' for v in py_versions
                  if tuple(map(int, v.split('.'))) >= tuple(map(int, min_python.split('.')))],
-    packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
+    packages=setuptools.find_namespace_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*'],
+                                                exclude=['*.__pycache__']),   # klem_nb.data holds only CSVs
     include_package_data=True,
     package_data=package_data,
     python_requires=f'>={min_python}',
