@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+"""klem_nb against scikit-learn, per EM iteration, side by side in one run.
+
+For each shape (n, d, k) and covariance type both estimators start from the same parameters (weights_init,
+means_init, precisions_init, so no k-means) and run exactly `--iters` iterations (tol=0, which neither can meet).
+Seconds per iteration = the best of `--repeat` whole fits divided by the number of iterations (a fit also
+validates X once and runs one final E-step; both libraries pay for those).
+
+FLOPs of one full-covariance iteration, counted as a plain dense implementation does them:
+  E-step  (x - mu_j) @ L_j for each component j      2 n d^2 k
+  M-step  sum_i r_ij (x_i - mu_j)(x_i - mu_j)^T       2 n d^2 k
+giving 4 n k d^2 (terms of order n k d are left out). klem_nb's GFLOP/s is that count over its time per
+iteration, and its fraction of the machine's GEMM figure (numpy float64 matmul of two 4000 x 4000 matrices).
+
+Peak memory is measured with tracemalloc (numpy reports its array allocations to it) in a separate fit.
+"""
+import argparse, gc, json, math, platform, sys, time, tracemalloc, warnings
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import ThreadpoolController, threadpool_info
+
+SHAPES = [(10_000, 2, 3), (100_000, 2, 8), (100_000, 16, 8), (100_000, 64, 16), (1_000_000, 8, 8)]
+
+
+def gemm_gflops(n=4000, repeat=3):
+    a, b = np.random.default_rng(0).random((2, n, n))
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeat))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(f):
+    gc.collect()
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
+def make_problem(n, d, k, cov_type, seed=0):
+    "Blobs with random covariances, and one set of initial parameters both libraries start from."
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(k, d))
+    z = rng.integers(k, size=n)
+    A = rng.normal(size=(k, d, d)) / math.sqrt(d) + np.eye(d)
+    X = centres[z] + np.einsum('nij,nj->ni', A[z], rng.normal(size=(n, d)))
+    weights = np.full(k, 1 / k)
+    means = X[rng.choice(n, size=k, replace=False)]
+    cov = np.cov(X, rowvar=False).reshape(d, d)
+    prec = np.linalg.inv(cov)
+    precisions = {'full': np.repeat(prec[None], k, axis=0), 'tied': prec,
+                  'diag': np.repeat(1 / np.diag(cov)[None], k, axis=0),
+                  'spherical': np.full(k, 1 / np.diag(cov).mean())}[cov_type]
+    return X, dict(weights_init=weights, means_init=means, precisions_init=precisions)
+
+
+def estimator(lib, k, cov_type, iters, init):
+    if lib == 'klem_nb': from klem_nb.gmm import GaussianMixture
+    else: from sklearn.mixture import GaussianMixture
+    return GaussianMixture(k, covariance_type=cov_type, tol=0.0, max_iter=iters, **init)
+
+
+def scipy_blas_one_thread():
+    "A context limiting only scipy's own OpenBLAS copy to one thread (scikit-learn's best setup here)."
+    ctl = ThreadpoolController()
+    scipy_libs = [c for c in ctl.select(user_api='blas').lib_controllers
+                  if 'scipy' in c.filepath and 'numpy' not in c.filepath]
+    class _Limit:
+        def __enter__(self):
+            self.old = [c.num_threads for c in scipy_libs]
+            for c in scipy_libs: c.set_num_threads(1)
+        def __exit__(self, *a):
+            for c, o in zip(scipy_libs, self.old): c.set_num_threads(o)
+    return _Limit()
+
+
+def time_fit(lib, X, k, cov_type, iters, init, repeat, limit=None):
+    times, est = [], None
+    for _ in range(repeat):
+        est = estimator(lib, k, cov_type, iters, init)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            if limit:
+                with limit: times.append(_timed(lambda: est.fit(X)))
+            else: times.append(_timed(lambda: est.fit(X)))
+    assert est.n_iter_ == iters, (lib, est.n_iter_)
+    return min(times) / iters, est
+
+
+def peak_mb(lib, X, k, cov_type, iters, init):
+    est = estimator(lib, k, cov_type, iters, init)
+    gc.collect()
+    tracemalloc.start()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        est.fit(X)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--iters', type=int, default=10)
+    ap.add_argument('--repeat', type=int, default=2)
+    ap.add_argument('--types', nargs='+', default=['full', 'diag', 'tied', 'spherical'])
+    ap.add_argument('--quick', action='store_true', help='only the two smallest shapes, for a smoke test')
+    ap.add_argument('--json', default=str(Path(__file__).parent/'results'/'latest.json'))
+    a = ap.parse_args(argv)
+    shapes = SHAPES[:2] if a.quick else SHAPES
+    gemm = gemm_gflops()
+    rows = []
+    print(f'numpy float64 GEMM: {gemm:.1f} GFLOP/s; {a.iters} iterations per fit, best of {a.repeat}')
+    head = (f"{'n':>9} {'d':>3} {'k':>3} {'type':>9} | {'sklearn s/it':>12} {'klem s/it':>10} {'ratio':>6} "
+            f"{'ratio*':>6} | {'GFLOP/s':>7} {'%GEMM':>6} | {'MB sk':>7} {'MB klem':>7} | {'lb rel diff':>11}")
+    print(head)
+    print('-' * len(head))
+    for n, d, k in shapes:
+        for cov_type in a.types:
+            X, init = make_problem(n, d, k, cov_type)
+            t_sk, sk = time_fit('sklearn', X, k, cov_type, a.iters, init, a.repeat)
+            t_sk1, _ = time_fit('sklearn', X, k, cov_type, a.iters, init, a.repeat, limit=scipy_blas_one_thread())
+            t_kl, kl = time_fit('klem_nb', X, k, cov_type, a.iters, init, a.repeat)
+            flops = 4 * n * k * d * d if cov_type == 'full' else None
+            row = dict(n=n, d=d, k=k, covariance_type=cov_type, sklearn_s_per_iter=t_sk,
+                       sklearn_scipy_blas_1thread_s_per_iter=t_sk1, klem_s_per_iter=t_kl,
+                       ratio=t_sk / t_kl, ratio_vs_best_sklearn=min(t_sk, t_sk1) / t_kl,
+                       klem_gflops=flops / t_kl / 1e9 if flops else None,
+                       klem_fraction_of_gemm=flops / t_kl / 1e9 / gemm if flops else None,
+                       sklearn_peak_mb=peak_mb('sklearn', X, k, cov_type, a.iters, init),
+                       klem_peak_mb=peak_mb('klem_nb', X, k, cov_type, a.iters, init),
+                       lower_bound_rel_diff=abs(kl.lower_bound_ - sk.lower_bound_) / abs(sk.lower_bound_))
+            rows.append(row)
+            gf = f"{row['klem_gflops']:7.1f} {100 * row['klem_fraction_of_gemm']:5.1f}%" if flops else f"{'':7} {'':6}"
+            print(f"{n:>9} {d:>3} {k:>3} {cov_type:>9} | {t_sk:12.4f} {t_kl:10.4f} {row['ratio']:6.2f} "
+                  f"{row['ratio_vs_best_sklearn']:6.2f} | {gf} | {row['sklearn_peak_mb']:7.1f} "
+                  f"{row['klem_peak_mb']:7.1f} | {row['lower_bound_rel_diff']:11.2e}", flush=True)
+    geo = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs))
+    fd = [r for r in rows if r['covariance_type'] in ('full', 'diag')] or rows
+    summary = dict(gemm_gflops=gemm, geomean_ratio_full_diag=geo([r['ratio'] for r in fd]),
+                   min_ratio_full_diag=min(r['ratio'] for r in fd),
+                   geomean_ratio_vs_best_sklearn_full_diag=geo([r['ratio_vs_best_sklearn'] for r in fd]),
+                   geomean_ratio_all=geo([r['ratio'] for r in rows]))
+    print("ratio = sklearn / klem_nb seconds per iteration; ratio* = against sklearn with scipy's BLAS at one thread")
+    print(json.dumps(summary, indent=1))
+    out = Path(a.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(machine=dict(python=sys.version.split()[0], platform=platform.platform(),
+                                                blas=[{k: i.get(k) for k in ('filepath', 'version', 'architecture',
+                                                       'num_threads')} for i in threadpool_info()]),
+                                   iters=a.iters, repeat=a.repeat, summary=summary, rows=rows), indent=1))
+    print(f'wrote {out}')
+
+
+if __name__ == '__main__': main()
