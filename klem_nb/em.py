@@ -13,7 +13,7 @@ import numpy as np
 from scipy.special import gammaln, xlog1py, xlogy
 
 from .estep import log_responsibilities
-from .free_energy import free_energy, kl_gap
+from .free_energy import _check_row_weights, _elbo_rows, _kl_gap_rows, _weighted_mean
 from .mstep import mixture_weights
 
 # %% ../nbs/05_em.ipynb #eca90b40
@@ -109,15 +109,9 @@ def _n_rows(X)->int:
     except (TypeError, IndexError): raise ValueError("X must have rows: an array of shape (n, ...) or a sequence") from None
 
 def _check_sample_weight(sample_weight, n:int):
-    "Validated weights (None stays None) and their total."
-    if sample_weight is None: return None, float(n)
-    w = np.asarray(sample_weight, dtype=float)
-    if w.shape != (n,): raise ValueError(f"sample_weight must have shape ({n},), got {w.shape}")
-    if not np.isfinite(w).all(): raise ValueError("sample_weight contains NaN or inf")
-    if (w < 0).any(): raise ValueError(f"sample_weight has negative entries (smallest {w.min():.3g})")
-    total = float(w.sum())
-    if not total > 0: raise ValueError("sample_weight sums to zero: there is nothing to fit")
-    return w, total
+    "Validated weights (None stays None, checked by free_energy's own rules) and their total."
+    w = _check_row_weights(sample_weight, n)
+    return w, (float(n) if w is None else float(w.sum()))
 
 def _check_em_args(model, tol, max_iter, lower_bound, block_size, callback):
     "Raise `ValueError`/`TypeError` naming the bad argument."
@@ -138,29 +132,25 @@ def _blocks(n:int, block_size)->list:
     return [(a, min(a + block_size, n)) for a in range(0, n, block_size)]
 
 # %% ../nbs/05_em.ipynb #c905b84e
-def _wmean(parts, total:float)->float:
-    "Recombine per-block weighted means [(mean, block weight), ...] into the mean over all rows."
-    if len(parts) == 1 and parts[0][1] == total: return float(parts[0][0])
-    return float(sum(m * wt for m, wt in parts) / total)
-
 def _e_pass(model, X, w, total, blocks, prev_resp, want_stats:bool, want_log:bool)->dict:
     "One E-step over all blocks: log-likelihood, ledger terms, and statistics or final log-responsibilities."
     single = len(blocks) == 1
-    ll_sum, e_F, e_gap, m_F, m_gap = 0.0, [], [], [], []
+    ll_sum, e_F, e_gap, m_F, m_gap = 0.0, 0.0, 0.0, 0.0, 0.0
     stats = resp_all = log_resp_all = log_norm_all = None
     for a, b in blocks:
         Xb = X if single else X[a:b]
         wb = None if w is None else (w if single else w[a:b])
+        share = np.full(b - a, 1 / total) if wb is None else wb / total   # row weights in the mean over all rows
         log_joint = model.log_joint(Xb)
         log_resp, log_norm = log_responsibilities(log_joint)
         resp = np.exp(log_resp)
         ll_sum += log_norm.sum() if w is None else wb @ log_norm
-        w_block = float(b - a) if w is None else float(wb.sum())
-        if w_block > 0:
-            e_F.append((free_energy(log_joint, resp, wb), w_block)); e_gap.append((kl_gap(log_joint, resp, wb), w_block))
-            if prev_resp is not None:
-                q_old = prev_resp if single else prev_resp[a:b]
-                m_F.append((free_energy(log_joint, q_old, wb), w_block)); m_gap.append((kl_gap(log_joint, q_old, wb), w_block))
+        e_F -= _weighted_mean(_elbo_rows(log_joint, resp), share)
+        e_gap += _weighted_mean(_kl_gap_rows(log_resp, resp), share)
+        if prev_resp is not None:
+            q_old = prev_resp if single else prev_resp[a:b]
+            m_F -= _weighted_mean(_elbo_rows(log_joint, q_old), share)
+            m_gap += _weighted_mean(_kl_gap_rows(log_resp, q_old), share)
         if want_stats:
             s = model.sufficient_stats(Xb, resp if wb is None else resp * wb[:, None])
             stats = s if stats is None else {key: stats[key] + s[key] for key in stats}
@@ -173,9 +163,8 @@ def _e_pass(model, X, w, total, blocks, prev_resp, want_stats:bool, want_log:boo
             if want_stats: resp_all[a:b] = resp
             if want_log: log_resp_all[a:b], log_norm_all[a:b] = log_resp, log_norm
     out = dict(log_likelihood=float(ll_sum / total), stats=stats, resp=resp_all if want_stats else None,
-               log_resp=log_resp_all, log_norm=log_norm_all,
-               e_free_energy=_wmean(e_F, total), e_kl_gap=_wmean(e_gap, total))
-    if prev_resp is not None: out.update(m_free_energy=_wmean(m_F, total), m_kl_gap=_wmean(m_gap, total))
+               log_resp=log_resp_all, log_norm=log_norm_all, e_free_energy=e_F, e_kl_gap=max(e_gap, 0.0))
+    if prev_resp is not None: out.update(m_free_energy=m_F, m_kl_gap=max(m_gap, 0.0))
     return out
 
 # %% ../nbs/05_em.ipynb #e52972d2

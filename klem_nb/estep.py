@@ -9,6 +9,7 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax, logsumexp, softmax, xlogy
 from .divergences import kl_divergence
 from .free_energy import free_energy, kl_gap
+from .mle import _max_rel_diff, _source_rows
 
 # %% auto #0
 __all__ = ['log_responsibilities', 'source_lines']
@@ -69,19 +70,17 @@ def source_lines(
     fe = np.array([free_energy(log_joint, q) for q in qs])
     gap = np.array([kl_gap(log_joint, q) for q in qs])
     q_opt = _softmax_argmin(log_joint, rng.normal(size=(n, k)))
-    rel = lambda a, b: float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
     rows = [
         ("q* = argmin_q E_x Σ_z q(z|x) log[q(z|x) / (p_θ(z|x) p_θ(x))]",
-         'objective equals free_energy F(q, θ) of (1) (C dropped)', rel(o1, fe), 1e-12),
+         'objective equals free_energy F(q, θ) of (1.8)', _max_rel_diff(o1, fe), 1e-12),
         ("= argmin_q E_x[Σ_z q log(q / p_θ(z|x)) - Σ_z q log p_θ(x)]",
-         'objective equals previous line', rel(o2, o1), 1e-12),
+         'objective equals previous line', _max_rel_diff(o2, o1), 1e-12),
         ("= argmin_q E_x[KL(q(z|x) ‖ p_θ(z|x)) - C],  C = log p_θ(x)",
-         'objective equals previous line', rel(o3, o2), 1e-12),
-        ("= argmin_q E_x KL(q(z|x) ‖ p_θ(z|x))   (2)",
+         'objective equals previous line', _max_rel_diff(o3, o2), 1e-12),
+        ("= argmin_q E_x KL(q(z|x) ‖ p_θ(z|x))   (the source's (2))",
          'differs from previous by -E_x log p_θ(x) for every q; equals kl_gap',
-         max(float(np.max(np.abs(o3 - o4 + log_norm.mean()))), rel(o4, gap)), 1e-12),
-        ("= p_θ(z|x)   (E-step)",
+         max(float(np.max(np.abs(o3 - o4 + log_norm.mean()))), _max_rel_diff(o4, gap)), 1e-12),
+        ("= p_θ(z|x)   (the source's (E-step))",
          'optimiser argmin matches closed form (max |q_opt - posterior|)', float(np.max(np.abs(q_opt - post))), 1e-6),
     ]
-    return [dict(block='E-step', line=i + 1, statement=s, check=c, discrepancy=d, tol=t)
-            for i, (s, c, d, t) in enumerate(rows)]
+    return _source_rows('E-step', rows)

@@ -13,6 +13,19 @@ from .divergences import entropy, kl_divergence
 # %% ../nbs/02_free_energy.ipynb #a7f2efbc
 _SUM_TOL = 1e-8     # how far a row of resp may sum from 1
 
+def _check_row_weights(
+    sample_weight, # non-negative row weights, shape (n,), or None
+    n:int, # the number of rows they weigh
+)->np.ndarray|None: # the weights as a float array, not normalised; None stays None
+    "Validate row weights: shape (n,), finite, non-negative, positive total; `ValueError` names `sample_weight`."
+    if sample_weight is None: return None
+    w = np.asarray(sample_weight, dtype=float)
+    if w.shape != (n,): raise ValueError(f"sample_weight must have shape ({n},), one weight per row, got shape {w.shape}")
+    if not np.isfinite(w).all(): raise ValueError("sample_weight contains NaN or inf")
+    if (w < 0).any(): raise ValueError(f"sample_weight has negative entries (smallest {w.min():.3g})")
+    if not w.sum() > 0: raise ValueError("sample_weight sums to 0; at least one row needs a positive weight")
+    return w
+
 def _check_free_energy_args(
     log_joint, # log p_theta(x_i, z=j), shape (n, k); finite or -inf
     resp, # q(z=j | x_i), shape (n, k); rows non-negative, summing to 1
@@ -33,13 +46,8 @@ def _check_free_energy_args(
     bad = np.flatnonzero(np.abs(sums - 1) > _SUM_TOL)
     if bad.size: raise ValueError(f"resp rows must sum to 1 (within {_SUM_TOL:g}); row {bad[0]} sums to {sums[bad[0]]!r}")
     n = log_joint.shape[0]
-    if sample_weight is None: return log_joint, resp, np.full(n, 1 / n)
-    w = np.asarray(sample_weight, dtype=float)
-    if w.shape != (n,): raise ValueError(f"sample_weight must have shape ({n},) to match log_joint, got shape {w.shape}")
-    if not np.isfinite(w).all(): raise ValueError("sample_weight contains NaN or inf")
-    if (w < 0).any(): raise ValueError(f"sample_weight has negative entries (smallest {w.min():.3g})")
-    if w.sum() == 0: raise ValueError("sample_weight sums to 0; at least one row needs a positive weight")
-    return log_joint, resp, w / w.sum()
+    w = _check_row_weights(sample_weight, n)
+    return log_joint, resp, np.full(n, 1 / n) if w is None else w / w.sum()
 
 def _weighted_mean(
     values, # one value per row, shape (n,)
@@ -49,6 +57,22 @@ def _weighted_mean(
     keep = w > 0
     return float(np.dot(w[keep], values[keep]))
 
+# %% ../nbs/02_free_energy.ipynb #72a7ee36
+def _elbo_rows(
+    log_joint:np.ndarray, # log p_theta(x_i, z=j), float array (n, k); finite or -inf
+    resp:np.ndarray, # q(z=j | x_i), float array (n, k); rows on the simplex
+)->np.ndarray: # per-row ELBO sum_j q_ij (log_joint_ij - log q_ij), shape (n,)
+    "Unchecked kernel of `elbo`: one value per row, with $0 \\log 0 = 0$ and no $0 \\cdot (-\\infty)$."
+    cross = resp * np.where(resp > 0, log_joint, 0.0)        # q log p_theta(x, z); exactly 0 where q = 0
+    return (cross - xlogy(resp, resp)).sum(axis=1)
+
+def _kl_gap_rows(
+    log_post:np.ndarray, # log p_theta(z=j | x_i), float array (n, k): log_joint minus its row logsumexp
+    resp:np.ndarray, # q(z=j | x_i), float array (n, k); rows on the simplex
+)->np.ndarray: # per-row KL(q_i || p_theta(z | x_i)), shape (n,); may round a hair below 0
+    "Unchecked kernel of `kl_gap`: each row's KL from `resp` to the posterior, from the log-posterior."
+    return (xlogy(resp, resp) - resp * np.where(resp > 0, log_post, 0.0)).sum(axis=1)
+
 # %% ../nbs/02_free_energy.ipynb #102ce1f5
 def elbo(
     log_joint, # log p_theta(x_i, z=j), shape (n, k); finite or -inf
@@ -57,8 +81,7 @@ def elbo(
 )->float: # weighted mean over rows of sum_j q_ij (log_joint_ij - log q_ij); -inf if q > 0 where log_joint = -inf
     "Evidence lower bound $\\mathbb E_x \\sum_z q(z|x) \\log\\big(p_\\theta(x, z) / q(z|x)\\big)$, with $0 \\log 0 = 0$."
     log_joint, resp, w = _check_free_energy_args(log_joint, resp, sample_weight)
-    cross = resp * np.where(resp > 0, log_joint, 0.0)        # q log p_theta(x, z); exactly 0 where q = 0
-    return _weighted_mean((cross - xlogy(resp, resp)).sum(axis=1), w)
+    return _weighted_mean(_elbo_rows(log_joint, resp), w)
 
 # %% ../nbs/02_free_energy.ipynb #26f38617
 def free_energy(
@@ -82,8 +105,7 @@ def kl_gap(
     if dead.size: raise ValueError(f"log_joint row {dead[0]} is all -inf: p_theta(x) = 0 there, so the posterior is undefined")
     with np.errstate(invalid='ignore'):                       # zero-weight dead rows give NaN; they are dropped below
         log_post = log_joint - log_norm
-    rows = (xlogy(resp, resp) - resp * np.where(resp > 0, log_post, 0.0)).sum(axis=1)
-    return max(_weighted_mean(rows, w), 0.0)                   # Gibbs: >= 0; clip rounding below 0
+    return max(_weighted_mean(_kl_gap_rows(log_post, resp), w), 0.0)   # Gibbs: >= 0; clip rounding below 0
 
 # %% ../nbs/02_free_energy.ipynb #d4398d14
 def _complete_data_instance(
@@ -138,7 +160,7 @@ def source_lines(
     l7 = F + C
     others = [rng.dirichlet(np.ones(Q.size)).reshape(Q.shape) for _ in range(5)]
     Cs = [kl_divergence(P.ravel(), R.ravel()) - free_energy(np.log(R[xs]), pz_x[xs]) for R in others]
-    add(7, '= E_x[Σ_z p_true(z|x) log(p_true(z|x) / (p_θ(z|x)p_θ(x)))] + C',
+    add(7, "= E_x[Σ_z p_true(z|x) log(p_true(z|x) / (p_θ(z|x)p_θ(x)))] + C   (the source's (1))",
         'equals previous line with C = −H(p_true(x)); KL − first term is that C for 5 other θ',
         max([rel(l7, l6)] + [rel(c, C) for c in Cs]))
     return rows

@@ -10,6 +10,7 @@ from scipy.special import expit, gammaln, log_expit, log_softmax, softmax, xlog1
 from .divergences import entropy
 from .estep import log_responsibilities
 from .free_energy import free_energy
+from .mle import _max_rel_diff, _source_rows
 
 # %% auto #0
 __all__ = ['mixture_weights', 'binomial_success', 'source_lines']
@@ -21,7 +22,7 @@ def _binomial_log_joint(
     weights, # mixture weights π, shape (k,)
     success, # success probabilities p, shape (k,) or (k, d)
 )->np.ndarray: # log p_θ(x_i, z=j), shape (n, k)
-    "Complete-data log-likelihood table of a binomial mixture, eq. (B), summed over the d counts."
+    "Complete-data log-likelihood table of a binomial mixture, eq. (M.5), summed over the d counts."
     h = np.asarray(heads, dtype=float).reshape(len(heads), -1)                 # (n, d)
     t = np.broadcast_to(np.asarray(trials, dtype=float), np.shape(heads)).reshape(h.shape)
     p = np.asarray(success, dtype=float).reshape(len(weights), -1)            # (k, d)
@@ -66,7 +67,7 @@ def _check_resp(
 def mixture_weights(
     resp, # q(z=j|x_i), shape (n, k); may already be multiplied by sample weights (n,) row by row
 )->np.ndarray: # mixture weights, shape (k,), summing to 1
-    "M-step for the mixture weights, eq. (M.w): column sums of `resp` over their total."
+    "M-step for the mixture weights, eq. (M.6): column sums of `resp` over their total."
     resp = _check_resp(resp)
     nk = resp.sum(axis=0)
     total = nk.sum()
@@ -80,7 +81,7 @@ def binomial_success(
     resp, # q(z=j|x_i), shape (n, k); may already be multiplied by sample weights (n,) row by row
     fallback:float|np.ndarray|None=None, # value(s) in [0, 1] for components with zero responsibility-weighted trials: scalar, (k,) or (k, d); None raises
 )->np.ndarray: # success probabilities, shape (k,) for 1-D heads, (k, d) for 2-D heads
-    "M-step for a binomial mixture, eq. (M.p): responsibility-weighted successes over weighted trials."
+    "M-step for a binomial mixture, eq. (M.7): responsibility-weighted successes over weighted trials."
     heads = np.asarray(heads, dtype=float)
     if heads.ndim not in (1, 2): raise ValueError(f"heads must have shape (n,) or (n, d), got shape {heads.shape}")
     if not np.isfinite(heads).all(): raise ValueError("heads contains NaN or inf")
@@ -138,19 +139,17 @@ def source_lines(
         o4.append(np.mean(np.sum(q * lj, axis=1)))
         fe.append(free_energy(lj, q))
     o1, o2, o3, o4, fe = map(np.array, (o1, o2, o3, o4, fe))
-    rel = lambda a, b: float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
     w_opt, p_opt = _maximise_q(heads, m, q, rng.normal(size=k), rng.normal(size=k))
     w_new, p_new = mixture_weights(q), binomial_success(heads, m, q)
     rows = [
         ("θ_new = argmin_θ E_x Σ_z q(z|x) log[q(z|x) / (p_θ(z|x) p_θ(x))]",
-         'objective equals free_energy F(q, θ) of (1) (C dropped)', rel(o1, fe), 1e-12),
+         'objective equals free_energy F(q, θ) of (1.8)', _max_rel_diff(o1, fe), 1e-12),
         ("= argmin_θ E_x[Σ_z q log q - Σ_z q log p_θ(z|x) p_θ(x)]",
-         'objective equals previous line', rel(o2, o1), 1e-12),
+         'objective equals previous line', _max_rel_diff(o2, o1), 1e-12),
         ("= argmax_θ E_x Σ_z q(z|x) log p_θ(z|x) p_θ(x)",
          'previous objective + this one = -E_x H(q) for every θ', float(np.max(np.abs(o2 + o3 - neg_mean_h))), 1e-12),
-        ("= argmax_θ E_x Σ_z p_θ(z|x) log p_θ(x, z)   (M-step; read p_θold(z|x) = q)",
+        ("= argmax_θ E_x Σ_z p_θ(z|x) log p_θ(x, z)   (the source's (M-step); read p_θold(z|x) = q)",
          'objective equals previous line; optimiser argmax matches mixture_weights, binomial_success',
-         max(rel(o4, o3), float(np.max(np.abs(np.r_[w_opt - w_new, p_opt - p_new])))), 1e-6),
+         max(_max_rel_diff(o4, o3), float(np.max(np.abs(np.r_[w_opt - w_new, p_opt - p_new])))), 1e-6),
     ]
-    return [dict(block='M-step', line=i + 1, statement=s, check=c, discrepancy=d, tol=t)
-            for i, (s, c, d, t) in enumerate(rows)]
+    return _source_rows('M-step', rows)

@@ -48,6 +48,13 @@ def _spd(rng, d):
 gaussians = st.tuples(st.integers(1, 5), st.integers(0, 2**32 - 1))
 
 
+def _gaussian_pair(ds):
+    "From a (d, seed) draw of `gaussians`: the generator, two means (d,) and two SPD covariances (d, d)."
+    d, seed = ds
+    rng = np.random.default_rng(seed)
+    return rng, rng.normal(size=d), rng.normal(size=d), _spd(rng, d), _spd(rng, d)
+
+
 # ---- discrete: agreement with scipy and with the definitions --------------------------------------
 
 @FAST
@@ -157,9 +164,7 @@ def _kl_1d(mu0, s0, mu1, s1):
 @FAST
 @given(gaussians)
 def test_kl_mvn_nonnegative_and_zero_on_identical(ds):
-    d, seed = ds
-    rng = np.random.default_rng(seed)
-    m0, m1, S0, S1 = rng.normal(size=d), rng.normal(size=d), _spd(rng, d), _spd(rng, d)
+    _, m0, m1, S0, S1 = _gaussian_pair(ds)
     assert kl_mvn(m0, S0, m1, S1) >= 0
     assert abs(kl_mvn(m0, S0, m0, S0)) < 1e-12
 
@@ -185,9 +190,8 @@ def test_kl_mvn_diagonal_is_sum_of_1d(ds):
 @FAST
 @given(gaussians)
 def test_kl_mvn_affine_invariance(ds):
-    d, seed = ds
-    rng = np.random.default_rng(seed)
-    m0, m1, S0, S1 = rng.normal(size=d), rng.normal(size=d), _spd(rng, d), _spd(rng, d)
+    rng, m0, m1, S0, S1 = _gaussian_pair(ds)
+    d = len(m0)
     Qm, _ = np.linalg.qr(rng.normal(size=(d, d)))
     A, b = Qm * rng.uniform(0.5, 2, size=d), rng.normal(size=d)     # well conditioned, invertible
     sym = lambda S: (S + S.T) / 2

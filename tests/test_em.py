@@ -4,6 +4,7 @@ import pytest
 from scipy.special import gammaln, logsumexp, xlog1py, xlogy
 
 from klem_nb.em import (LEDGER_DTYPE, BinomialMixtureModel, EMModel, EMResult, FreeEnergyIncreaseError, Ledger, em)
+from klem_nb.free_energy import free_energy, kl_gap
 
 SEEDS = range(8)
 
@@ -151,6 +152,37 @@ def test_ledger_is_monotone(seed):
     np.testing.assert_allclose(L[-1], res.log_norm.mean(), rtol=1e-13)
 
 
+class Remembering(BinomialMixtureModel):
+    "Keeps every log_joint it returns and every wresp it receives, block by block."
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log_joints, self.wresps = [], []
+
+    def log_joint(self, X):
+        self.log_joints.append(super().log_joint(X))
+        return self.log_joints[-1]
+
+    def sufficient_stats(self, X, wresp):
+        self.wresps.append(wresp)
+        return super().sufficient_stats(X, wresp)
+
+
+@pytest.mark.parametrize('seed,block_size,weighted', [(0, None, False), (1, None, True), (2, 23, False), (3, 17, True)])
+def test_ledger_equals_public_functions(seed, block_size, weighted):
+    "The engine's unchecked kernels give what the validating free_energy and kl_gap give, to 1e-12."
+    X, m, theta0, weights0 = instance(seed)
+    w = np.random.default_rng(50 + seed).uniform(0.2, 3.0, size=len(X)) if weighted else None
+    model = Remembering(theta0, n_trials=m, weights=weights0)
+    res = em(model, model.check_X(X), sample_weight=w, tol=1e-8, max_iter=40, block_size=block_size)
+    n_blocks = len(model.log_joints) // (res.n_iter + 1)
+    tables = [np.vstack(model.log_joints[i:i + n_blocks]) for i in range(0, len(model.log_joints), n_blocks)]
+    resps = [np.vstack(model.wresps[i:i + n_blocks]) for i in range(0, len(model.wresps), n_blocks)]
+    if weighted: resps = [r / w[:, None] for r in resps]
+    expected = [(free_energy(lj, q, w), kl_gap(lj, q, w))
+                for t, q in enumerate(resps) for lj in (tables[t], tables[t + 1])]
+    np.testing.assert_allclose(np.c_[res.ledger.free_energy, res.ledger.kl_gap], expected, rtol=1e-12, atol=1e-12)
+
+
 def test_ledger_conversions():
     _, res, _ = fit(0, tol=1e-4)
     led = res.ledger
@@ -252,7 +284,7 @@ def test_bad_arguments():
     for kw, msg in [(dict(tol=-1), 'tol'), (dict(max_iter=-1), 'max_iter'), (dict(max_iter=1.5), 'max_iter'),
                     (dict(block_size=0), 'block_size'), (dict(lower_bound=np.nan), 'lower_bound'),
                     (dict(sample_weight=np.ones(3)), 'sample_weight'), (dict(sample_weight=-np.ones(5)), 'sample_weight'),
-                    (dict(sample_weight=[1, 1, np.nan, 1, 1]), 'sample_weight'), (dict(sample_weight=np.zeros(5)), 'sums to zero'),
+                    (dict(sample_weight=[1, 1, np.nan, 1, 1]), 'sample_weight'), (dict(sample_weight=np.zeros(5)), 'sums to 0'),
                     (dict(callback=3), 'callback')]:
         with pytest.raises(ValueError, match=msg): em(model, X, **kw)
     with pytest.raises(ValueError, match='no rows'): em(model, X[:0])

@@ -13,8 +13,8 @@ from sklearn.mixture import _gaussian_mixture as skgm
 
 from klem_nb.gaussian import (COVARIANCE_TYPES, _check_covariance_type, check_gaussian_parameters,
                               compute_precision_cholesky, estimate_gaussian_parameters,
-                              estimate_log_gaussian_prob, gaussian_parameters_from_stats, gaussian_stats,
-                              log_det_cholesky)
+                              estimate_log_gaussian_prob, full_covariances, gaussian_parameters_from_stats,
+                              gaussian_stats, log_det_cholesky)
 
 FAST = settings(max_examples=60, deadline=None)
 DELTA = 10 * np.finfo(np.float64).eps
@@ -236,3 +236,25 @@ def test_check_gaussian_parameters_accepts_and_converts():
     for bad in (None, 'Full', 3, ('full',)):
         with pytest.raises(ValueError, match='covariance_type'):
             _check_covariance_type(bad)
+
+
+@pytest.mark.parametrize('covariance_type', COVARIANCE_TYPES)
+def test_full_covariances_expands_every_type(covariance_type):
+    "Each type expands to the k matrices it stands for; the precision factors expand to the inverse covariances."
+    rng = np.random.default_rng(7)
+    k, d = 3, 4
+    A = rng.normal(size=(k, d, d))
+    full = A @ A.transpose(0, 2, 1) + np.eye(d)
+    cov = {'full': full, 'tied': full[0], 'diag': np.diagonal(full, axis1=1, axis2=2).copy(),
+           'spherical': np.diagonal(full, axis1=1, axis2=2).mean(1)}[covariance_type]
+    expected = {'full': full, 'tied': np.stack([full[0]] * k), 'diag': np.stack([np.diag(np.diag(f)) for f in full]),
+                'spherical': np.stack([np.diag(f).mean() * np.eye(d) for f in full])}[covariance_type]
+    got = full_covariances(cov, covariance_type, k, d)
+    assert got.shape == (k, d, d) and got.flags.writeable
+    np.testing.assert_array_equal(got, expected)
+    pc = compute_precision_cholesky(cov, covariance_type)
+    prec = (full_covariances(pc ** 2, covariance_type, k, d) if covariance_type in ('diag', 'spherical')
+            else np.broadcast_to(pc @ np.swapaxes(pc, -1, -2), (k, d, d)))
+    np.testing.assert_allclose(prec, np.linalg.inv(expected), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="got 'banded'"):
+        full_covariances(cov, 'banded', k, d)

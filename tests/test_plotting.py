@@ -12,11 +12,9 @@ import pytest  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from klem_nb.em import LEDGER_DTYPE  # noqa: E402
 from klem_nb.plotting import (LEDGER_FIELDS, plot_bernoulli_means, plot_gaussian_ellipses,  # noqa: E402
                               plot_ledger, plot_lower_bounds)
-
-LEDGER_DTYPE = np.dtype([('iteration', np.int64), ('step', 'U1'), ('log_likelihood', np.float64),
-                         ('free_energy', np.float64), ('kl_gap', np.float64)])
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +95,7 @@ def test_plot_ledger_rejects_bad_input():
     fig, axes = plt.subplots(1, 3)
     with pytest.raises(ValueError, match='2 Axes'):
         plot_ledger(fake_ledger(2), axes=axes)
-    assert set(LEDGER_FIELDS) == set(LEDGER_DTYPE.names)
+    assert LEDGER_FIELDS == LEDGER_DTYPE.names
 
 
 # ---- plot_gaussian_ellipses -----------------------------------------------------------------------

@@ -152,7 +152,7 @@ def test_binomial_success_zero_component_raises_without_fallback():
 
 @pytest.mark.parametrize("seed", range(4))
 def test_closed_forms_match_optimiser_with_sample_weights(seed):
-    "(M.w) and (M.p) with resp times sample weights and varying trials are the argmax of the weighted Q."
+    "(M.6) and (M.7) with resp times sample weights and varying trials are the argmax of the weighted Q."
     rng = np.random.default_rng(seed)
     n, k = 50, 3
     trials = rng.integers(1, 20, size=n)
