@@ -106,3 +106,19 @@ def test_klem_cli_in_clean_env(env, tmp_path):
     assert len(fit['ledger']) == 2 * fit['n_iter'] and fit['ledger'][0]['step'] == 'E'
     res = subprocess.run([env/'bin'/'klem', 'fit', str(tmp_path/'missing.csv')], capture_output=True, text=True)
     assert res.returncode == 2 and 'Traceback' not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+CHECKS = r'''
+import warnings, sklearn
+from sklearn.utils.estimator_checks import check_estimator
+from klem_nb.gmm import GaussianMixture
+warnings.simplefilter('ignore')
+for t in ['full', 'tied', 'diag', 'spherical']: check_estimator(GaussianMixture(covariance_type=t))
+print(sklearn.__version__)
+'''
+
+
+def test_estimator_checks_in_clean_env(env):
+    "scikit-learn's own estimator checks, under the newest and under the oldest scikit-learn we allow."
+    res = subprocess.run([env/'bin'/'python', '-c', CHECKS], capture_output=True, text=True, cwd=env)
+    assert res.returncode == 0, res.stderr[-3000:]
