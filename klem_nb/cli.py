@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['MODELS', 'COVARIANCE_TYPES', 'CommandError', 'build_parser', 'check_data', 'load_data', 'check_options',
-           'make_estimator', 'attach_callback', 'LedgerPrinter', 'fit_estimator', 'format_table', 'parameter_tables',
+           'make_estimator', 'LedgerPrinter', 'fit_estimator', 'format_table', 'parameter_tables',
            'information_criteria', 'fit_report', 'save_figure', 'fit_command', 'main']
 
 # %% ../nbs/13_cli.ipynb #ea6afb6a
@@ -171,20 +171,6 @@ def make_estimator(
     estimator = {'gmm': GaussianMixture, 'bernoulli': BernoulliMixture, 'poisson': PoissonMixture}[model]
     return estimator(**kwargs)
 
-# %% ../nbs/13_cli.ipynb #4ce6b763
-def attach_callback(
-    estimator, # a klem_nb estimator, not yet fitted
-    callback, # called with each ledger row (a dict) while EM runs
-)->bool: # True if rows will arrive during `fit`, False if the estimator offers no hook
-    "Route the EM engine's ledger rows to `callback` during `estimator.fit`."
-    if 'callback' in estimator.get_params():                      # a public hook, if the estimator has one
-        estimator.set_params(callback=callback)
-        return True
-    if callable(getattr(estimator, '_verbose_callback', None)):   # BaseMixture hands this method's result to `em`
-        estimator._verbose_callback = lambda lower_bound: callback
-        return True
-    return False
-
 # %% ../nbs/13_cli.ipynb #470924cf
 class LedgerPrinter:
     "Show EM's ledger rows as they arrive: one updating line on a terminal, one line per half-step elsewhere."
@@ -246,13 +232,10 @@ def fit_estimator(
     printer=None, # a `LedgerPrinter`, or any callable taking a ledger row; None prints nothing
 )->list: # the warnings raised during the fit, as one-line strings
     "Fit `estimator`, feeding each ledger row to `printer` as EM runs; a `ValueError` becomes a `CommandError`."
-    live = printer is not None and attach_callback(estimator, printer)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        try: estimator.fit(X, sample_weight=sample_weight)
+        try: estimator.fit(X, sample_weight=sample_weight, callback=printer)
         except ValueError as e: raise CommandError(e) from None
-    if printer is not None and not live:                          # no hook: replay the finished ledger
-        for row in estimator.trace_.records(): printer(row)
     if hasattr(printer, 'close'): printer.close()
     messages = []
     for w in caught:
@@ -303,12 +286,10 @@ def parameter_tables(
 def information_criteria(
     estimator, # a fitted klem_nb estimator
     X:np.ndarray, # the data it was fitted on, shape (n, d)
-    sample_weight:np.ndarray|None=None, # whole-number row weights, shape (n,), or None
+    sample_weight:np.ndarray|None=None, # non-negative row weights, shape (n,), or None
 )->tuple: # (bic, aic), lower is better
-    "BIC and AIC of a fit; a row with whole-number weight w counts as w samples."
-    if sample_weight is not None:
-        X = np.repeat(X, np.round(np.asarray(sample_weight)).astype(np.int64), axis=0)
-    return float(estimator.bic(X)), float(estimator.aic(X))
+    "BIC and AIC of a fit; a row of weight w counts as w samples."
+    return float(estimator.bic(X, sample_weight)), float(estimator.aic(X, sample_weight))
 
 # %% ../nbs/13_cli.ipynb #1511a713
 def fit_report(

@@ -110,6 +110,9 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         self.verbose, self.verbose_interval = verbose, verbose_interval
 
     # ---- hooks: the model's half -------------------------------------------------------------------
+    def _check_data(self, X):
+        "Check the values of validated data X (n, d) against the model's support; raise `ValueError`. Default: accept."
+
     def _check_parameters(self, X):
         "Data-dependent checks of the subclass's own parameters (run once per fit, after the data are validated)."
 
@@ -196,30 +199,58 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
             prev[0] = row['log_likelihood']
         return callback
 
+    def _em_callback(self, lower_bound, callback=None):
+        "The callback `fit` hands to `em`: the user's `callback`, after scikit-learn's lines when verbose."
+        printer = self._verbose_callback(lower_bound)
+        if printer is None or callback is None: return printer or callback
+        def both(row):
+            printer(row)
+            callback(row)
+        return both
+
     # ---- scikit-learn API ----------------------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self,
         X, # training data, shape (n_samples, n_features)
         y=None, # ignored; present for API consistency
-        sample_weight=None, # non-negative row weights, shape (n_samples,); None means all ones
+        sample_weight=None, # row weights >= 0, shape (n_samples,); None means all ones; rows of weight 0 sit out EM
+        *,
+        callback=None, # called as callback(row) with each ledger row (a dict) while EM runs; None: no calls
     ): # the fitted estimator
         "Estimate the parameters by EM, `n_init` times (once when warm-starting), and keep the best run."
-        self.fit_predict(X, y, sample_weight=sample_weight)
+        self._fit(X, sample_weight, callback)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit_predict(self,
         X, # training data, shape (n_samples, n_features)
         y=None, # ignored; present for API consistency
-        sample_weight=None, # non-negative row weights, shape (n_samples,); None means all ones
+        sample_weight=None, # row weights >= 0, shape (n_samples,); None means all ones; rows of weight 0 sit out EM
+        *,
+        callback=None, # called as callback(row) with each ledger row (a dict) while EM runs; None: no calls
     )->np.ndarray: # the most probable component of each training row, shape (n_samples,)
         "Fit as `fit` does, then return the labels from a final E-step at the fitted parameters."
+        X, log_resp = self._fit(X, sample_weight, callback)
+        if log_resp is None: log_resp = self._estimate_log_resp(X)   # zero-weight rows sat out: label every row
+        return log_resp.argmax(axis=1)
+
+    def _fit(self, X, sample_weight, callback):
+        "Validate, run `em` once per start on the rows of positive weight, keep the best run; return (X, log_resp)."
+        if callback is not None and not callable(callback):
+            raise ValueError(f"callback must be callable or None, got {callback!r}")
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
-        if X.shape[0] < self.n_components:
+        self._check_data(X)
+        X_fit = X
+        if sample_weight is not None and not sample_weight.all():   # zero weight: in no statistic, so out of EM
+            kept = sample_weight > 0
+            X_fit, sample_weight = X[kept], sample_weight[kept]
+        if X_fit.shape[0] < self.n_components:
+            rows = 'n_samples' if X_fit is X else 'n_samples with positive sample_weight'
             raise ValueError(f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
-                             f"n_samples = {X.shape[0]}")
-        self._check_parameters(X)
+                             f"{rows} = {X_fit.shape[0]}")
+        self._check_parameters(X_fit)
 
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
@@ -229,10 +260,10 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
 
         for init in range(n_init):
             self._print_verbose_msg_init_beg(init)
-            if do_init: self._initialize_parameters(X, random_state, sample_weight)
+            if do_init: self._initialize_parameters(X_fit, random_state, sample_weight)
             lower_bound = -np.inf if do_init else self.lower_bound_
-            result = em(MixtureEMModel(self), X, sample_weight=sample_weight, tol=self.tol, max_iter=self.max_iter,
-                        lower_bound=lower_bound, callback=self._verbose_callback(lower_bound))
+            result = em(MixtureEMModel(self), X_fit, sample_weight=sample_weight, tol=self.tol, max_iter=self.max_iter,
+                        lower_bound=lower_bound, callback=self._em_callback(lower_bound, callback))
             if self.max_iter == 0:  # initialisation only: keep the last start, leave the lower bound at -inf
                 best = self._get_parameters(), result
                 continue
@@ -248,11 +279,26 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         self._set_parameters(params)
         self.n_iter_, self.lower_bound_ = result.n_iter, max_lower_bound
         self.lower_bounds_, self.trace_ = result.lower_bounds, result.ledger
-        return result.log_resp.argmax(axis=1)
+        return X, (result.log_resp if X_fit is X else None)    # no log_resp for all of X when rows sat out
 
     def _validate_X_predict(self, X):
+        "scikit-learn's checks of new data (fitted, 2-D, finite, as many features as in `fit`), then `_check_data`."
         check_is_fitted(self)
-        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        self._check_data(X)
+        return X
+
+    def _estimate_log_resp(self, X):
+        "The E-step at the fitted θ on validated X: log p(z=j | x_i), shape (n, k); `ValueError` for an impossible row."
+        return log_responsibilities(self._estimate_weighted_log_prob(X))[0]
+
+    def _log_likelihood(self, X, sample_weight=None)->tuple:
+        "(Σ_i w_i log p(x_i), Σ_i w_i) over the rows of X, all w_i = 1 when `sample_weight` is None."
+        log_prob = self.score_samples(X)
+        if sample_weight is None: return float(log_prob.sum()), log_prob.shape[0]
+        sample_weight = _check_sample_weight(sample_weight, log_prob[:, None], dtype=np.float64, ensure_non_negative=True)
+        used = sample_weight > 0                       # a zero-weight row counts for nothing, even an impossible one
+        return float((sample_weight[used] * log_prob[used]).sum()), float(sample_weight.sum())
 
     def score_samples(self,
         X, # data, shape (n_samples, n_features)
@@ -266,23 +312,20 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         sample_weight=None, # non-negative row weights, shape (n_samples,); None means all ones
     )->float: # the (weighted) mean log-likelihood per row
         "Mean log-likelihood of the rows of `X`."
-        log_prob = self.score_samples(X)
-        if sample_weight is None: return float(np.mean(log_prob))
-        sample_weight = _check_sample_weight(sample_weight, log_prob[:, None], dtype=np.float64, ensure_non_negative=True)
-        return float(np.average(log_prob, weights=sample_weight))
+        log_likelihood, n = self._log_likelihood(X, sample_weight)
+        return log_likelihood / n
 
     def predict(self,
         X, # data, shape (n_samples, n_features)
     )->np.ndarray: # the most probable component of each row, shape (n_samples,)
-        "Label each row with its most probable component."
-        return self._estimate_weighted_log_prob(self._validate_X_predict(X)).argmax(axis=1)
+        "Label each row with its most probable component: the argmax of `predict_proba`'s E-step."
+        return self._estimate_log_resp(self._validate_X_predict(X)).argmax(axis=1)
 
     def predict_proba(self,
         X, # data, shape (n_samples, n_features)
     )->np.ndarray: # responsibilities p(z=j | x_i), shape (n_samples, n_components)
         "Posterior probability of each component for each row (the E-step)."
-        log_resp, _ = log_responsibilities(self._estimate_weighted_log_prob(self._validate_X_predict(X)))
-        return np.exp(log_resp)
+        return np.exp(self._estimate_log_resp(self._validate_X_predict(X)))
 
     def sample(self,
         n_samples:int=1, # number of rows to draw
@@ -299,15 +342,16 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
 
     def bic(self,
         X, # data, shape (n_samples, n_features)
+        sample_weight=None, # non-negative row weights, shape (n_samples,); None means all ones
     )->float: # Bayesian information criterion; lower is better
-        "-2 log-likelihood + (number of parameters) log n."
-        log_prob = self.score_samples(X)
-        n = log_prob.shape[0]
-        return -2 * float(np.mean(log_prob)) * n + self._n_parameters() * math.log(n)
+        "-2 log-likelihood + (number of parameters) log n, with n the total weight."
+        log_likelihood, n = self._log_likelihood(X, sample_weight)
+        return -2 * log_likelihood + self._n_parameters() * math.log(n)
 
     def aic(self,
         X, # data, shape (n_samples, n_features)
+        sample_weight=None, # non-negative row weights, shape (n_samples,); None means all ones
     )->float: # Akaike information criterion; lower is better
         "-2 log-likelihood + 2 (number of parameters)."
-        log_prob = self.score_samples(X)
-        return -2 * float(np.mean(log_prob)) * log_prob.shape[0] + 2 * self._n_parameters()
+        log_likelihood, _ = self._log_likelihood(X, sample_weight)
+        return -2 * log_likelihood + 2 * self._n_parameters()

@@ -118,23 +118,11 @@ class _MeanMixture(BaseMixture):
                          init_params=init_params, random_state=random_state, warm_start=warm_start,
                          verbose=verbose, verbose_interval=verbose_interval)
 
-    def _check_data(self, X): raise NotImplementedError
-
     def __sklearn_tags__(self):
         "scikit-learn's tags: like any mixture, plus `positive_only` (negative data are refused)."
         tags = super().__sklearn_tags__()
         tags.input_tags.positive_only = True
         return tags
-
-    def _check_parameters(self, X):
-        "Check the support of the data once per fit."
-        self._check_data(X)
-
-    def _validate_X_predict(self, X):
-        "scikit-learn's checks (fitted, 2-D, finite, same features), then the support."
-        X = super()._validate_X_predict(X)
-        self._check_data(X)
-        return X
 
     def _initialize(self, X, resp, sample_weight):
         "M-step from q_0; one-row seeds ('k-means++', 'random_from_data') first claim their nearest rows."

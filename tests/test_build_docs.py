@@ -28,3 +28,16 @@ def test_quarto_present_means_nbdev_docs(tmp_path):
     assert res.returncode == 0, res.stderr
     assert (tmp_path/'called').read_text().strip() == 'nbdev_docs'
     assert '_docs' in res.stdout and 'index.html' in res.stdout
+
+
+def test_links_to_private_helpers_become_plain_code():
+    "nbdev links backticked private names to anchors no page has; the offline build keeps them as code, unlinked."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('build_docs', ROOT/'tools'/'build_docs.py')
+    build_docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_docs)
+    site = 'https://klem-nb.github.io/klem_nb'
+    md = (f'[`_elbo_rows`]({site}/free_energy.html#_elbo_rows), [`elbo`]({site}/free_energy.html#elbo), '
+          '[the E-step](03_e_step.ipynb#the-posterior)')
+    assert build_docs.fix_links(md, {'03_e_step.ipynb': 'e_step.html'}, site) == \
+        '`_elbo_rows`, [`elbo`](free_energy.html#elbo), [the E-step](e_step.html#the-posterior)'

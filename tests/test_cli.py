@@ -326,12 +326,15 @@ def test_live_display_on_a_terminal(monkeypatch, tmp_path):
     assert 'converged: yes' in text
 
 
-def test_printer_fallback_replays_the_ledger(monkeypatch):
-    "Were there no hook to attach to, the ledger would still be printed, from trace_ after the fit."
+def test_printer_sees_the_rows_while_em_runs():
+    "The printer is the fit's callback: every row reaches it before `fit` returns, and the rows are those of trace_."
     from klem_nb import cli
     from klem_nb.datasets import load_faithful
-    monkeypatch.setattr(cli, 'attach_callback', lambda estimator, callback: False)
     est = cli.make_estimator('gmm', 2)
-    rows = []
-    assert cli.fit_estimator(est, load_faithful().data, printer=rows.append) == []
+    rows, finished = [], []
+    def printer(row):
+        rows.append(row)
+        finished.append(hasattr(est, 'trace_'))
+    assert cli.fit_estimator(est, load_faithful().data, printer=printer) == []
     assert rows == est.trace_.records() and len(rows) == 2 * est.n_iter_
+    assert not any(finished)

@@ -16,7 +16,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from klem_nb.datasets import load_deaths
 from klem_nb.em import em
-from klem_nb.mixture import MixtureEMModel
+from klem_nb.gmm import GaussianMixture
+from klem_nb.mixture import BaseMixture, MixtureEMModel
 from klem_nb.mixtures import (BernoulliMixture, PoissonMixture, bernoulli_log_prob, check_binary, check_counts,
                               mean_m_step, mean_stats, poisson_log_prob)
 
@@ -308,7 +309,7 @@ def test_bad_input_in_fit(Est, spoil, words):
 def test_bad_input_in_predict_and_score(Est, spoil, words):
     X, _, _ = mixture_data('bernoulli', 0, n=40, d=3)
     est = Est(2, random_state=0).fit(X)
-    for method in ('predict', 'predict_proba', 'score_samples', 'score', 'bic'):
+    for method in ('predict', 'predict_proba', 'score_samples', 'score', 'bic', 'aic'):
         with pytest.raises(ValueError, match=words): getattr(est, method)(spoil(X))
 
 
@@ -374,7 +375,118 @@ def test_impossible_new_row():
     bm = BernoulliMixture(2, random_state=0).fit(X)
     new = np.array([[1., 0., 1.]])
     assert bm.score_samples(new)[0] == -np.inf
-    with pytest.raises(ValueError, match='impossible'): bm.predict_proba(new)
+    with pytest.raises(ValueError, match='impossible') as proba_error: bm.predict_proba(new)
+    with pytest.raises(ValueError, match='impossible') as predict_error: bm.predict(np.r_[X[:3], new])
+    assert str(predict_error.value) == str(proba_error.value).replace('[0]', '[3]')   # one code path, the same words
+
+
+# ---- BaseMixture's additions: the _check_data hook, fit(callback=), weighted bic/aic, zero-weight rows -----------
+
+ALL_EST = {**EST, 'gmm': GaussianMixture}
+
+
+def family_data(family, seed=0, n=120):
+    "Data a family accepts: mixture rows for Bernoulli and Poisson, Gaussian blobs for 'gmm'."
+    if family != 'gmm': return mixture_data(family, seed, n=n, k=2, d=3)[0]
+    rng = np.random.default_rng(seed)
+    return np.r_[rng.normal(0, 1, size=(n // 2, 3)), rng.normal(4, 1, size=(n - n // 2, 3))]
+
+
+def test_check_data_is_the_one_hook_for_fit_and_predict():
+    "Bernoulli and Poisson override only _check_data; BaseMixture runs it in fit and before every prediction."
+    for Est in (BernoulliMixture, PoissonMixture):
+        assert Est._validate_X_predict is BaseMixture._validate_X_predict
+        assert Est._check_parameters is BaseMixture._check_parameters
+    seen = []
+    class Recording(BernoulliMixture):
+        def _check_data(self, X):
+            seen.append(X.shape)
+            super()._check_data(X)
+    X = family_data('bernoulli')
+    est = Recording(2, random_state=0).fit(X)
+    assert seen == [X.shape]
+    for method in ('predict', 'predict_proba', 'score_samples', 'score', 'bic', 'aic'):
+        seen.clear()
+        getattr(est, method)(X[:5])
+        assert seen and all(shape == (5, 3) for shape in seen), method
+    assert BaseMixture._check_data(est, np.array([[0.5, -3.0, 7.0]])) is None        # the default accepts anything
+
+
+@pytest.mark.parametrize('family', list(ALL_EST))
+def test_fit_callback_sees_every_ledger_row(family, capsys):
+    X = family_data(family)
+    rows = []
+    est = ALL_EST[family](2, random_state=0, tol=1e-6).fit(X, callback=rows.append)
+    assert rows == est.trace_.records() and len(rows) == 2 * est.n_iter_
+    assert 'callback' not in est.get_params() and 'callback' not in clone(est).get_params()
+    labelled = []
+    labels = ALL_EST[family](2, random_state=0, tol=1e-6).fit_predict(X, callback=labelled.append)
+    assert labelled == rows
+    np.testing.assert_array_equal(labels, est.predict(X))
+    verbose_rows = []                                                  # verbose: the printer and the callback both run
+    ALL_EST[family](2, random_state=0, tol=1e-6, verbose=2, verbose_interval=1).fit(X, callback=verbose_rows.append)
+    assert verbose_rows == rows and capsys.readouterr().out.count('  Iteration') == est.n_iter_
+    every_run = []                                                     # n_init: each run's rows, in turn
+    multi = ALL_EST[family](2, random_state=0, n_init=3, init_params='random').fit(X, callback=every_run.append)
+    firsts = [i for i, r in enumerate(every_run) if (r['iteration'], r['step']) == (1, 'E')]
+    assert len(firsts) == 3 and firsts[0] == 0
+    runs = [every_run[a:b] for a, b in zip(firsts, firsts[1:] + [len(every_run)])]
+    assert multi.trace_.records() in runs                              # the kept run is one of them
+    with pytest.raises(ValueError, match='callback must be callable'): ALL_EST[family](2).fit(X, callback=1)
+    with pytest.raises(TypeError): ALL_EST[family](2).fit(X, None, None, rows.append)   # keyword-only
+
+
+@pytest.mark.parametrize('family', list(ALL_EST))
+def test_weighted_bic_aic_equal_repeated_rows(family):
+    X = family_data(family)
+    sw = np.random.default_rng(1).integers(0, 4, size=len(X))
+    est = ALL_EST[family](2, random_state=0).fit(X, sample_weight=sw)
+    Xrep = np.repeat(X, sw, axis=0)
+    np.testing.assert_allclose(est.bic(X, sample_weight=sw), est.bic(Xrep), rtol=1e-12)
+    np.testing.assert_allclose(est.aic(X, sample_weight=sw), est.aic(Xrep), rtol=1e-12)
+    np.testing.assert_allclose(est.score(X, sample_weight=sw), est.score(Xrep), rtol=1e-12)
+    np.testing.assert_allclose(est.bic(X, np.ones(len(X))), est.bic(X), rtol=1e-12)
+    p, n, ll = est._n_parameters(), sw.sum(), sw @ est.score_samples(X)
+    np.testing.assert_allclose(est.bic(X, sw), -2 * ll + p * np.log(n), rtol=1e-12)
+    np.testing.assert_allclose(est.aic(X, sw), -2 * ll + 2 * p, rtol=1e-12)
+    with pytest.raises(ValueError, match='sample_weight'): est.bic(X, np.ones(3))
+    with pytest.raises(ValueError, match='Negative'): est.aic(X, -np.ones(len(X)))
+    with pytest.raises(ValueError, match='non-zero'): est.bic(X, np.zeros(len(X)))
+
+
+@pytest.mark.filterwarnings('ignore::sklearn.exceptions.ConvergenceWarning')
+@pytest.mark.parametrize('family', list(ALL_EST))
+@pytest.mark.parametrize('init', ['kmeans', 'k-means++', 'random', 'random_from_data'])
+def test_zero_weight_rows_sit_out_of_em(family, init):
+    "Rows of weight zero are dropped before the start is drawn: the fit is exactly the fit of the other rows."
+    X = family_data(family)
+    sw = np.random.default_rng(2).integers(0, 3, size=len(X)).astype(float)
+    kept = sw > 0
+    kw = dict(n_components=2, init_params=init, random_state=0, tol=1e-6)
+    a = ALL_EST[family](**kw)
+    labels = a.fit_predict(X, sample_weight=sw)
+    b = ALL_EST[family](**kw).fit(X[kept], sample_weight=sw[kept])
+    for name in ('weights_', 'means_', 'lower_bounds_'):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    np.testing.assert_array_equal(a.trace_.free_energy, b.trace_.free_energy)
+    assert labels.shape == (len(X),)
+    np.testing.assert_array_equal(labels, a.predict(X))
+    np.testing.assert_array_equal(labels[kept], b.predict(X[kept]))
+    with pytest.raises(ValueError, match='positive sample_weight'):
+        ALL_EST[family](3).fit(X, sample_weight=np.r_[1.0, 1.0, np.zeros(len(X) - 2)])
+
+
+def test_impossible_row_of_zero_weight_does_not_stop_fit():
+    X = np.c_[np.eye(2)[np.arange(40) % 2], np.zeros(40)]
+    new = np.array([[1., 0., 1.]])                                    # impossible: column 2 is never on in X
+    Xw, sw = np.r_[X, new], np.r_[np.ones(40), 0.0]
+    bm = BernoulliMixture(2, random_state=0).fit(Xw, sample_weight=sw)
+    ref = BernoulliMixture(2, random_state=0).fit(X)
+    np.testing.assert_array_equal(bm.means_, ref.means_)
+    assert np.isfinite(bm.bic(Xw, sample_weight=sw)) and np.isfinite(bm.score(Xw, sample_weight=sw))
+    with pytest.raises(ValueError, match=r'row\(s\) \[40\].*impossible'):         # labels for every row, as predict
+        BernoulliMixture(2, random_state=0).fit_predict(Xw, sample_weight=sw)
+    assert bm.bic(Xw) == np.inf
 
 
 # ---- inherited methods --------------------------------------------------------------------------

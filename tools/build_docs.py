@@ -86,6 +86,9 @@ def notebook_markdown(nb, files_dir):
 def fix_links(md, pages, site_url, prefix=''):
     "Point links to notebooks at their pages (under `prefix`), and absolute links into this site at `prefix`."
     md = md.replace(site_url.rstrip('/') + '/', prefix)
+    # nbdev links every backticked name of its index, private helpers too, to `page#_name`; no page has such an
+    # anchor (private names get no show_doc section, and pandoc identifiers never start with `_`): keep the code only
+    md = re.sub(r'\[(`_\w+`)\]\([^)\s]*#_\w+\)', r'\1', md)
     return re.sub(r'\]\(([\w.-]+)\.ipynb(#[^)]*)?\)',
                   lambda m: f"]({prefix}{pages.get(m[1] + '.ipynb', m[1] + '.html')}{m[2] or ''})", md)
 
