@@ -13,6 +13,11 @@ giving 4 n k d^2 (terms of order n k d are left out). klem_nb's GFLOP/s is that 
 iteration, and its fraction of the machine's GEMM figure (numpy float64 matmul of two 4000 x 4000 matrices).
 
 Peak memory is measured with tracemalloc (numpy reports its array allocations to it) in a separate fit.
+
+The Bernoulli and Poisson mixtures have no scikit-learn counterpart; they are timed against a plain vectorised
+numpy EM written below (`plain_mean_mixture_em`: the log-probabilities by two matrix products, scipy's logsumexp, exp,
+and the weighted averages), started from klem_nb's own initial parameters (a fit with max_iter=0 and the same
+random_state) and run for the same number of iterations.
 """
 import argparse, gc, json, math, platform, sys, time, tracemalloc, warnings
 from pathlib import Path
@@ -21,6 +26,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController, threadpool_info
 
 SHAPES = [(10_000, 2, 3), (100_000, 2, 8), (100_000, 16, 8), (100_000, 64, 16), (1_000_000, 8, 8)]
+MEAN_SHAPES = {'bernoulli': [(200_000, 64, 10)], 'poisson': [(200_000, 16, 8)]}
 
 
 def gemm_gflops(n=4000, repeat=3):
@@ -99,12 +105,75 @@ def peak_mb(lib, X, k, cov_type, iters, init):
     return peak / 2**20
 
 
+def make_mean_problem(family, n, d, k, seed=0):
+    "Binary rows (Bernoulli) or counts (Poisson) from a k-component mixture with well separated means."
+    rng = np.random.default_rng(seed)
+    z = rng.integers(k, size=n)
+    if family == 'bernoulli':
+        return (rng.random((n, d)) < rng.uniform(0.1, 0.9, size=(k, d))[z]).astype(float)
+    return rng.poisson(rng.uniform(0.5, 8.0, size=(k, d))[z]).astype(float)
+
+
+def plain_mean_mixture_em(family, X, weights, means, iters):
+    "EM for a Bernoulli or Poisson mixture as one would write it with numpy and scipy; returns the lower bounds."
+    from scipy.special import gammaln, logsumexp
+    eps10 = 10 * np.finfo(float).eps
+    const = -gammaln(X + 1).sum(1, keepdims=True) if family == 'poisson' else 0.0
+    bounds = []
+    for _ in range(iters):
+        if family == 'bernoulli':
+            log_prob = X @ np.log(means).T + (1 - X) @ np.log1p(-means).T
+        else:
+            log_prob = X @ np.log(means).T - means.sum(1) + const
+        lj = log_prob + np.log(weights)
+        log_norm = logsumexp(lj, axis=1)
+        bounds.append(log_norm.mean())
+        resp = np.exp(lj - log_norm[:, None])
+        nk = resp.sum(0) + eps10
+        means = resp.T @ X / nk[:, None]
+        if family == 'bernoulli': means = np.minimum(means, 1.0)
+        weights = nk / nk.sum()
+    return np.array(bounds)
+
+
+def time_mean_mixture(family, n, d, k, iters, repeat):
+    "klem_nb's mixture against the plain numpy EM from the same start: seconds per iteration and lower bounds."
+    from klem_nb.mixtures import BernoulliMixture, PoissonMixture
+    cls = BernoulliMixture if family == 'bernoulli' else PoissonMixture
+    X = make_mean_problem(family, n, d, k)
+    kw = dict(n_components=k, init_params='random_from_data', random_state=0, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        start = cls(max_iter=0, **kw).fit(X)
+    t_plain, bounds = math.inf, None
+    for _ in range(repeat):
+        gc.collect()
+        t = time.perf_counter()
+        bounds = plain_mean_mixture_em(family, X, start.weights_.copy(), start.means_.copy(), iters)
+        t_plain = min(t_plain, time.perf_counter() - t)
+    t_klem, est = time_fit_estimator(lambda: cls(max_iter=iters, **kw), X, repeat)
+    assert est.n_iter_ == iters
+    return dict(family=family, n=n, d=d, k=k, plain_s_per_iter=t_plain / iters, klem_s_per_iter=t_klem / iters,
+                ratio=t_plain / t_klem, lower_bound_rel_diff=abs(est.lower_bound_ - bounds[-1]) / abs(bounds[-1]))
+
+
+def time_fit_estimator(make, X, repeat):
+    best, est = math.inf, None
+    for _ in range(repeat):
+        est = make()
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            best = min(best, _timed(lambda: est.fit(X)))
+    return best, est
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--iters', type=int, default=10)
     ap.add_argument('--repeat', type=int, default=2)
     ap.add_argument('--types', nargs='+', default=['full', 'diag', 'tied', 'spherical'])
     ap.add_argument('--quick', action='store_true', help='only the two smallest shapes, for a smoke test')
+    ap.add_argument('--no-mean-mixtures', action='store_true', help='skip the Bernoulli and Poisson mixtures')
     ap.add_argument('--json', default=str(Path(__file__).parent/'results'/'latest.json'))
     a = ap.parse_args(argv)
     shapes = SHAPES[:2] if a.quick else SHAPES
@@ -142,13 +211,30 @@ def main(argv=None):
                    geomean_ratio_vs_best_sklearn_full_diag=geo([r['ratio_vs_best_sklearn'] for r in fd]),
                    geomean_ratio_all=geo([r['ratio'] for r in rows]))
     print("ratio = sklearn / klem_nb seconds per iteration; ratio* = against sklearn with scipy's BLAS at one thread")
+    mean_rows = []
+    if not a.no_mean_mixtures:
+        head = (f"{'family':>9} {'n':>9} {'d':>3} {'k':>3} | {'plain s/it':>10} {'klem s/it':>10} {'ratio':>6} | "
+                f"{'lb rel diff':>11}")
+        print()
+        print(head)
+        print('-' * len(head))
+        for family, shapes_f in MEAN_SHAPES.items():
+            for n, d, k in (shapes_f[:1] if a.quick else shapes_f):
+                n = n // 10 if a.quick else n
+                r = time_mean_mixture(family, n, d, k, a.iters, a.repeat)
+                mean_rows.append(r)
+                print(f"{family:>9} {n:>9} {d:>3} {k:>3} | {r['plain_s_per_iter']:10.4f} {r['klem_s_per_iter']:10.4f} "
+                      f"{r['ratio']:6.2f} | {r['lower_bound_rel_diff']:11.2e}", flush=True)
+        print("ratio = plain numpy EM / klem_nb seconds per iteration, same start, same iterations")
+        summary['min_ratio_mean_mixtures'] = min(r['ratio'] for r in mean_rows)
     print(json.dumps(summary, indent=1))
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(machine=dict(python=sys.version.split()[0], platform=platform.platform(),
                                                 blas=[{k: i.get(k) for k in ('filepath', 'version', 'architecture',
                                                        'num_threads')} for i in threadpool_info()]),
-                                   iters=a.iters, repeat=a.repeat, summary=summary, rows=rows), indent=1))
+                                   iters=a.iters, repeat=a.repeat, summary=summary, rows=rows,
+                                   mean_mixture_rows=mean_rows), indent=1))
     print(f'wrote {out}')
 
 

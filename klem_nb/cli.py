@@ -236,7 +236,8 @@ def fit_estimator(
         warnings.simplefilter('always')
         try: estimator.fit(X, sample_weight=sample_weight, callback=printer)
         except ValueError as e: raise CommandError(e) from None
-    if hasattr(printer, 'close'): printer.close()
+        finally:   # end a live progress line before anything else is printed, error or not
+            if hasattr(printer, 'close'): printer.close()
     messages = []
     for w in caught:
         if w.category.__name__ == 'ConvergenceWarning' and not estimator.converged_:

@@ -10,12 +10,11 @@ __all__ = ['check_weights_init', 'check_means_init', 'check_precisions_init', 'p
 from numbers import Real
 
 import numpy as np
-from scipy.linalg import solve_triangular
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .gaussian import (COVARIANCE_TYPES, compute_precision_cholesky, estimate_gaussian_parameters,
-                              estimate_log_gaussian_prob, gaussian_parameters_from_stats, gaussian_stats)
+from .gaussian import COVARIANCE_TYPES, estimate_gaussian_parameters, estimate_log_gaussian_prob
+from .kernels import GaussianKernels, Scratch, one_blas_thread, precision_cholesky
 from .mixture import BaseMixture
 
 # %% ../nbs/08_gmm.ipynb #87b2ef6d
@@ -87,11 +86,8 @@ def covariances_from_precisions_cholesky(
 )->np.ndarray: # covariances Σ = (U U^T)^{-1} of the same shape
     "The covariances that belong to precision Cholesky factors."
     if covariance_type in ('diag', 'spherical'): return 1.0 / precisions_chol**2
-    def cov(u):
-        u_inv = solve_triangular(u, np.eye(len(u)), lower=False)    # Σ = U^{-T} U^{-1}
-        return u_inv.T @ u_inv
-    if covariance_type == 'tied': return cov(precisions_chol)
-    return np.stack([cov(u) for u in precisions_chol])
+    u_inv = np.triu(np.linalg.inv(precisions_chol))          # U^{-1}, upper triangular; Σ = U^{-T} U^{-1}
+    return np.swapaxes(u_inv, -1, -2) @ u_inv
 
 # %% ../nbs/08_gmm.ipynb #0de22521
 class GaussianMixture(BaseMixture):
@@ -129,6 +125,10 @@ class GaussianMixture(BaseMixture):
         self.covariance_type, self.reg_covar = covariance_type, reg_covar
         self.weights_init, self.means_init, self.precisions_init = weights_init, means_init, precisions_init
 
+    def _fit(self, *args, **kwargs):
+        "`BaseMixture._fit` (behind `fit` and `fit_predict`) with BLAS held to one thread: the kernels use the cores themselves where it pays."
+        with one_blas_thread(): return super()._fit(*args, **kwargs)
+
     def _check_parameters(self, X):
         "Validate the starting values against the data (stored privately; the parameters stay as given)."
         k, d = self.n_components, X.shape[1]
@@ -154,25 +154,44 @@ class GaussianMixture(BaseMixture):
         self.means_ = means if self._means_init is None else self._means_init
         if self._precisions_init is None:
             self.covariances_ = covariances
-            self.precisions_cholesky_ = compute_precision_cholesky(covariances, self.covariance_type)
+            self.precisions_cholesky_ = precision_cholesky(covariances, self.covariance_type)
         else:
             self.precisions_cholesky_ = precisions_cholesky_from_precisions(self._precisions_init, self.covariance_type)
             self.covariances_ = covariances_from_precisions_cholesky(self.precisions_cholesky_, self.covariance_type)
+        old = getattr(self, '_fit_kernels', None)
+        self._build_kernels(Scratch() if old is None else old.scratch)
+
+    def _build_kernels(self, scratch):
+        "Fast kernels at the current parameters, kept for the rest of the fit (with their scratch space)."
+        self._fit_kernels = GaussianKernels(self.covariance_type, self.weights_, self.means_, self.precisions_cholesky_,
+                                            scratch=scratch, n_threads=None)
+
+    def _kernels(self):
+        "The fit's kernels if they belong to the current parameters, else new ones (prediction, a warm start's first step)."
+        kern = getattr(self, '_fit_kernels', None)
+        if kern is not None and kern.holds(self.weights_, self.means_, self.precisions_cholesky_): return kern
+        return GaussianKernels(self.covariance_type, self.weights_, self.means_, self.precisions_cholesky_)
 
     def _estimate_log_prob(self, X):
         return estimate_log_gaussian_prob(X, self.means_, self.precisions_cholesky_, self.covariance_type)
 
+    def _estimate_weighted_log_prob(self, X):
+        "log π_j + log N(x_i | μ_j, Σ_j), shape (n, k), by the fast kernels of `klem_nb.kernels`."
+        return self._kernels().log_joint(X)
+
     def _sufficient_stats(self, X, wresp):
-        return gaussian_stats(X, wresp, self.covariance_type, shift=self.means_)
+        return self._kernels().stats(X, wresp)
 
     def _m_step(self, stats):
-        nk, means, covariances = gaussian_parameters_from_stats(stats, self.reg_covar, self.covariance_type,
-                                                                shift=self.means_)
-        precisions_cholesky = compute_precision_cholesky(covariances, self.covariance_type)
+        kern = self._kernels()
+        nk, means, covariances = kern.parameters(stats, self.reg_covar)
+        precisions_cholesky = precision_cholesky(covariances, self.covariance_type)
         self.weights_, self.means_, self.covariances_ = nk / nk.sum(), means, covariances
         self.precisions_cholesky_ = precisions_cholesky
+        self._build_kernels(kern.scratch)
 
     def _set_parameters(self, params):
+        self._fit_kernels = None                 # the fit is over: drop the kernels and their scratch space
         super()._set_parameters(params)
         U = self.precisions_cholesky_
         if self.covariance_type in ('full', 'tied'): self.precisions_ = U @ np.swapaxes(U, -1, -2)
