@@ -117,8 +117,8 @@ def offline_build(out, readme):
         md = fix_links(notebook_markdown(nb, out/f'{stem}_files'), pages, site_url)
         meta = ['-M', f'pagetitle={fms[n].get("title", stem)} – {cfg.title}',
                 '-V', f'site-title={cfg.title}', '-V', f'current={pages[n]}', '-V', f'nav={nav}']
-        for k in ('title', 'description'):
-            if fms[n].get(k): meta += ['-M', f'{k}={fms[n][k]}']
+        for k in ('title', 'description'):   # metadata given on the command line is plain text: drop code marks
+            if fms[n].get(k): meta += ['-M', f"{k}={fms[n][k].replace('`', '')}"]
         html = pandoc(['-f', 'markdown-implicit_figures', '-t', 'html5', '--standalone', '--mathml', '--toc', '--toc-depth=3',
                        '--template', str(SITE/'template.html'), '--lua-filter', str(SITE/'tags.lua'), *meta], md)
         (out/pages[n]).write_text(html)
