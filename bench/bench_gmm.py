@@ -138,7 +138,7 @@ def plain_mean_mixture_em(family, X, weights, means, iters):
 
 def time_mean_mixture(family, n, d, k, iters, repeat):
     "klem_nb's mixture against the plain numpy EM from the same start: seconds per iteration and lower bounds."
-    from klem_nb.mixtures import BernoulliMixture, PoissonMixture
+    from klem_nb.discrete import BernoulliMixture, PoissonMixture
     cls = BernoulliMixture if family == 'bernoulli' else PoissonMixture
     X = make_mean_problem(family, n, d, k)
     kw = dict(n_components=k, init_params='random_from_data', random_state=0, tol=0.0)

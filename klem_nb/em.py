@@ -13,9 +13,9 @@ from typing import Callable
 import numpy as np
 from scipy.special import gammaln, xlog1py, xlogy
 
-from .estep import log_responsibilities
+from .e_step import log_responsibilities
 from .free_energy import _check_row_weights
-from .mstep import mixture_weights
+from .m_step import mixture_weights
 
 # %% ../nbs/05_em.ipynb #eca90b40
 class EMModel:

@@ -200,7 +200,7 @@ def test_poisson_on_bundled_deaths(tmp_path):
     np.testing.assert_allclose(np.ravel(fit['parameters']['means'])[order], [1.26, 2.66], atol=0.03)
     assert '1096 samples (10 rows weighted by their counts)' in proc.stdout
     from klem_nb.datasets import load_deaths
-    from klem_nb.mixtures import PoissonMixture
+    from klem_nb.discrete import PoissonMixture
     b = load_deaths()
     ref = PoissonMixture(2, tol=1e-8, max_iter=3000, random_state=0).fit(b.data, sample_weight=b.days)
     np.testing.assert_allclose(fit['bic'], ref.bic(b.expanded), rtol=1e-10)   # BIC counts the 1096 days

@@ -1,4 +1,4 @@
-"""Tests for klem_nb.mixtures: BernoulliMixture and PoissonMixture (nbs/09_mixtures.ipynb has the derivation)."""
+"""Tests for klem_nb.discrete: BernoulliMixture and PoissonMixture (nbs/09_mixtures.ipynb has the derivation)."""
 import inspect
 import pickle
 import warnings
@@ -17,8 +17,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from klem_nb.datasets import load_deaths
 from klem_nb.em import em
 from klem_nb.gmm import GaussianMixture
-from klem_nb.mixture import BaseMixture, MixtureEMModel
-from klem_nb.mixtures import (BernoulliMixture, PoissonMixture, bernoulli_log_prob, check_binary, check_counts,
+from klem_nb.base import BaseMixture, MixtureEMModel
+from klem_nb.discrete import (BernoulliMixture, PoissonMixture, bernoulli_log_prob, check_binary, check_counts,
                               mean_m_step, mean_stats, poisson_log_prob)
 
 SEEDS = range(6)

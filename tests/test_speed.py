@@ -7,7 +7,7 @@ import pytest
 
 import klem_nb.kernels as kernels
 from klem_nb.em import _posterior_rows, em
-from klem_nb.estep import log_responsibilities
+from klem_nb.e_step import log_responsibilities
 from klem_nb.gaussian import (compute_precision_cholesky, estimate_gaussian_parameters, estimate_log_gaussian_prob,
                               gaussian_parameters_from_stats, gaussian_stats)
 from klem_nb.kernels import GaussianKernels, Scratch, precision_cholesky, run_chunks

@@ -1,12 +1,12 @@
-"""Property and edge-case tests for the E-step (klem_nb.estep) and the M-step (klem_nb.mstep)."""
+"""Property and edge-case tests for the E-step (klem_nb.e_step) and the M-step (klem_nb.m_step)."""
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.special import logsumexp
 
-from klem_nb.estep import log_responsibilities, source_lines as estep_lines
-from klem_nb.mstep import (_binomial_log_joint, _maximise_q, binomial_success, mixture_weights,
+from klem_nb.e_step import log_responsibilities, source_lines as estep_lines
+from klem_nb.m_step import (_binomial_log_joint, _maximise_q, binomial_success, mixture_weights,
                            source_lines as mstep_lines)
 
 SETTINGS = settings(max_examples=60, deadline=None)

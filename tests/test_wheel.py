@@ -70,7 +70,7 @@ heavy = [m for m in HEAVY if m in sys.modules]
 assert not heavy, f"importing klem_nb's modules imported {heavy}"
 from klem_nb.datasets import load_faithful, load_deaths
 from klem_nb.gmm import GaussianMixture
-from klem_nb.mixtures import BernoulliMixture, PoissonMixture
+from klem_nb.discrete import BernoulliMixture, PoissonMixture
 X = load_faithful().data
 g = GaussianMixture(2, random_state=0).fit(X)
 deaths = load_deaths()
@@ -89,7 +89,7 @@ def test_import_and_fit_in_clean_env(env):
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out['version'] == CFG['DEFAULT']['version']
-    for m in ['klem_nb.divergences', 'klem_nb.em', 'klem_nb.gmm', 'klem_nb.mixtures', 'klem_nb.cli']: assert m in out['modules']
+    for m in ['klem_nb.divergences', 'klem_nb.em', 'klem_nb.gmm', 'klem_nb.discrete', 'klem_nb.cli']: assert m in out['modules']
     assert abs(sum(out['gmm_weights']) - 1) < 1e-12 and 0.3 < out['gmm_weights'][0] < 0.4   # the short eruptions
     lo, hi = out['poisson_means']
     assert 0.5 < lo < hi < 4   # Hasselblad's two death-rate regimes, roughly 1 and 2.5 per day

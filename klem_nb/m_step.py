@@ -8,7 +8,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, gammaln, log_expit, log_softmax, softmax, xlog1py, xlogy
 from .divergences import entropy
-from .estep import log_responsibilities
+from .e_step import log_responsibilities
 from .free_energy import free_energy
 from .mle import _max_rel_diff, _source_rows
 
