@@ -12,7 +12,7 @@ from .free_energy import free_energy, kl_gap
 from .mle import _max_rel_diff, _source_rows
 
 # %% auto #0
-__all__ = ['log_responsibilities', 'source_lines']
+__all__ = ['log_responsibilities', 'posterior', 'source_lines']
 
 # %% ../nbs/03_e_step.ipynb #2a758bb6
 def _softmax_argmin(
@@ -50,6 +50,25 @@ def log_responsibilities(
         raise ValueError(f"log_joint is -inf in every column of row(s) {dead[:5].tolist()}"
                          f"{' ...' if dead.size > 5 else ''}: the observation is impossible under every component")
     return log_joint - log_norm[:, None], log_norm
+
+# %% ../nbs/03_e_step.ipynb #266e527f
+_EXP_FLOOR = -700.0   # exponents are clipped here: exp(-700) ≈ 1e-304 is zero beside any probability that matters
+
+def posterior(
+    log_joint:np.ndarray, # log p_θ(x_i, z=j), float array (n, k); finite or -inf, no row all -inf; not modified
+)->tuple: # (resp (n, k) in log_joint's memory order, log_norm (n,) = log p_θ(x_i), neg_entropy (n,) = Σ_j q log q)
+    "The posterior of each row by a row-wise softmax with one `exp` per entry, eq. (2.8), with log p_θ(x) and -H(q)."
+    top = log_joint.max(axis=1)
+    if not np.isfinite(top).all():
+        log_responsibilities(log_joint)          # raises the ValueError that names the row
+        raise ValueError("log_joint has a row whose maximum is not finite")
+    s = np.subtract(log_joint, top[:, None], out=np.empty_like(log_joint))
+    np.maximum(s, _EXP_FLOOR, out=s)
+    resp = np.exp(s, out=np.empty_like(s))
+    total = resp.sum(axis=1)
+    resp /= total[:, None]
+    log_total = np.log(total)
+    return resp, top + log_total, np.einsum('ij,ij->i', resp, s) - log_total
 
 # %% ../nbs/03_e_step.ipynb #b54fe339
 def source_lines(
