@@ -21,11 +21,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from .em import EMModel, em
+from .em import LatentClassModel, em
 from .e_step import log_responsibilities
 
 # %% ../nbs/10_base.ipynb #b6964930
-class MixtureEMModel(EMModel):
+class MixtureEMModel(LatentClassModel):
     "The `EMModel` view of a mixture estimator: θ lives in the estimator's fitted attributes."
     def __init__(self,
         estimator, # a `BaseMixture` whose parameters are initialised
@@ -43,6 +43,10 @@ class MixtureEMModel(EMModel):
     def m_step(self, stats):
         "Let the estimator set its parameters from the summed statistics."
         self.estimator._m_step(stats)
+
+    def expected_log_joint(self, stats):
+        "Σ_i w_i E_q log p(x_i, z) at the estimator's current θ, from q's statistics."
+        return self.estimator._expected_log_joint(stats)
 
 # %% ../nbs/10_base.ipynb #e2728906
 INIT_PARAMS = ('kmeans', 'k-means++', 'random', 'random_from_data')
@@ -138,6 +142,10 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         "Additive statistics of the weighted responsibilities `wresp` (n, k): a dict of arrays."
 
     @abstractmethod
+    def _expected_log_joint(self, stats)->float:
+        "Σ_i w_i Σ_j q_ij log(π_j p(x_i | z=j)) at the current parameters, from the statistics of q alone."
+
+    @abstractmethod
     def _m_step(self, stats):
         "Set the parameter attributes from summed statistics (assign new arrays; do not write into old ones)."
 
@@ -230,12 +238,11 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         callback=None, # called as callback(row) with each ledger row (a dict) while EM runs; None: no calls
     )->np.ndarray: # the most probable component of each training row, shape (n_samples,)
         "Fit as `fit` does, then return the labels from a final E-step at the fitted parameters."
-        X, log_resp = self._fit(X, sample_weight, callback)
-        if log_resp is None: log_resp = self._estimate_log_resp(X)   # zero-weight rows sat out: label every row
-        return log_resp.argmax(axis=1)
+        X = self._fit(X, sample_weight, callback)
+        return self._estimate_log_resp(X).argmax(axis=1)
 
     def _fit(self, X, sample_weight, callback):
-        "Validate, run `em` once per start on the rows of positive weight, keep the best run; return (X, log_resp)."
+        "Validate, run `em` once per start on the rows of positive weight, keep the best run; return the validated X."
         if callback is not None and not callable(callback):
             raise ValueError(f"callback must be callable or None, got {callback!r}")
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
@@ -279,7 +286,7 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         self._set_parameters(params)
         self.n_iter_, self.lower_bound_ = result.n_iter, max_lower_bound
         self.lower_bounds_, self.trace_ = result.lower_bounds, result.ledger
-        return X, (result.log_resp if X_fit is X else None)    # no log_resp for all of X when rows sat out
+        return X
 
     def _validate_X_predict(self, X):
         "scikit-learn's checks of new data (fitted, 2-D, finite, as many features as in `fit`), then `_check_data`."
