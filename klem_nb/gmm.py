@@ -7,6 +7,7 @@ __all__ = ['check_weights_init', 'check_means_init', 'check_precisions_init', 'p
            'covariances_from_precisions_cholesky', 'GaussianMixture']
 
 # %% ../nbs/11_gmm.ipynb #b003acd3
+import warnings
 from numbers import Real
 
 import numpy as np
@@ -14,7 +15,7 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .gaussian import COVARIANCE_TYPES, estimate_gaussian_parameters, estimate_log_gaussian_prob
-from .kernels import GaussianKernels, Scratch, one_blas_thread, precision_cholesky
+from .gaussian import GaussianKernels, Scratch, one_blas_thread, precision_cholesky
 from .base import BaseMixture
 
 # %% ../nbs/11_gmm.ipynb #87b2ef6d
@@ -140,16 +141,23 @@ class GaussianMixture(BaseMixture):
     def _init_needs_resp(self):
         return self._weights_init is None or self._means_init is None or self._precisions_init is None
 
+    def _frame(self, X, sample_weight)->np.ndarray:
+        "The fixed frame c of this fit's statistics: the (weighted) mean of the data, shape (d,)."
+        return np.average(X, axis=0, weights=sample_weight).astype(np.float64)
+
     def _initialize(self, X, resp, sample_weight):
-        "scikit-learn's start: an M-step from `resp` (weights over the total sample weight), then any `*_init`."
+        "scikit-learn's start, an M-step from `resp`, computed from statistics in the frame c; then any `*_init`."
+        self._shift = self._frame(X, sample_weight)
         weights = means = covariances = None
         if resp is not None:
             wresp = resp if sample_weight is None else resp * sample_weight[:, None]
-            nk, means, covariances = estimate_gaussian_parameters(X, wresp, self.reg_covar, self.covariance_type)
-            row_weight = np.ones(X.shape[0]) if sample_weight is None else sample_weight
-            weights = nk / row_weight.sum()
-            if self.covariance_type == 'tied':   # scikit-learn's second moment counts every row at full weight
-                covariances = covariances + (X.T * (row_weight - wresp.sum(1))) @ X / nk.sum()
+            k, d = self.n_components, X.shape[1]
+            unit = {'full': np.tile(np.eye(d), (k, 1, 1)), 'tied': np.eye(d), 'diag': np.ones((k, d)),
+                    'spherical': np.ones(k)}[self.covariance_type]    # any θ: only the frame matters for statistics
+            kern = GaussianKernels(self.covariance_type, np.full(k, 1 / k), np.zeros((k, d)), unit, centre=self._shift)
+            nk, means, covariances = kern.parameters(kern.stats(X, wresp), self.reg_covar)
+            weights = nk / (X.shape[0] if sample_weight is None else sample_weight.sum())
+        self._warn_reg_covar(X, sample_weight)
         self.weights_ = weights if self._weights_init is None else self._weights_init
         self.means_ = means if self._means_init is None else self._means_init
         if self._precisions_init is None:
@@ -164,19 +172,32 @@ class GaussianMixture(BaseMixture):
     def _build_kernels(self, scratch):
         "Fast kernels at the current parameters, kept for the rest of the fit (with their scratch space)."
         self._fit_kernels = GaussianKernels(self.covariance_type, self.weights_, self.means_, self.precisions_cholesky_,
-                                            scratch=scratch, n_threads=None)
+                                            scratch=scratch, n_threads=None, centre=self._shift)
 
     def _kernels(self):
         "The fit's kernels if they belong to the current parameters, else new ones (prediction, a warm start's first step)."
         kern = getattr(self, '_fit_kernels', None)
         if kern is not None and kern.holds(self.weights_, self.means_, self.precisions_cholesky_): return kern
-        return GaussianKernels(self.covariance_type, self.weights_, self.means_, self.precisions_cholesky_)
+        return GaussianKernels(self.covariance_type, self.weights_, self.means_, self.precisions_cholesky_,
+                               centre=getattr(self, '_shift', None))
 
     def _estimate_log_prob(self, X):
-        return estimate_log_gaussian_prob(X, self.means_, self.precisions_cholesky_, self.covariance_type)
+        "log N(x_i | μ_j, Σ_j), shape (n, k): the fast table less log π."
+        with np.errstate(divide='ignore'): return self._estimate_weighted_log_prob(X) - np.log(self.weights_)
+
+    def _warn_reg_covar(self, X, sample_weight):
+        "A `UserWarning` when reg_covar is not small against the data's smallest variance (the fit would be mostly floor)."
+        var = np.average((X - self._shift)**2, axis=0, weights=sample_weight).min()
+        if self.reg_covar > 1e-3 * var:
+            warnings.warn(f"reg_covar={self.reg_covar:g} is not small against the data's smallest variance ({var:.3g}): "
+                          "every covariance gets at least reg_covar on its diagonal, so the fit is shaped by it; "
+                          "rescale the data or lower reg_covar", UserWarning, stacklevel=4)
+
+    def _expected_log_joint(self, stats):
+        return self._kernels().expected_log_joint(stats)
 
     def _estimate_weighted_log_prob(self, X):
-        "log π_j + log N(x_i | μ_j, Σ_j), shape (n, k), by the fast kernels of `klem_nb.kernels`."
+        "log π_j + log N(x_i | μ_j, Σ_j), shape (n, k), by the fast kernels of `klem_nb.gaussian`."
         return self._kernels().log_joint(X)
 
     def _sufficient_stats(self, X, wresp):

@@ -1,16 +1,16 @@
-"""The fast kernels (klem_nb.kernels, nbs/10_speed.ipynb) against the plain functions of klem_nb.gaussian.
+"""The fast kernels (klem_nb.gaussian, nbs/07_gaussian.ipynb) against the plain functions of klem_nb.gaussian.
 
 Every covariance type, several block and chunk sizes, one and two threads, sample weights, and data far from the
 origin. Nothing here is timed."""
 import numpy as np
 import pytest
 
-import klem_nb.kernels as kernels
+import klem_nb.gaussian as kernels
 from klem_nb.em import _posterior_rows, em
 from klem_nb.e_step import log_responsibilities
 from klem_nb.gaussian import (compute_precision_cholesky, estimate_gaussian_parameters, estimate_log_gaussian_prob,
                               gaussian_parameters_from_stats, gaussian_stats)
-from klem_nb.kernels import GaussianKernels, Scratch, precision_cholesky, run_chunks
+from klem_nb.gaussian import GaussianKernels, Scratch, precision_cholesky, run_chunks
 
 TYPES = ('full', 'tied', 'diag', 'spherical')
 
