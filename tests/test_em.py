@@ -1,10 +1,19 @@
 """Tests for the EM engine klem_nb.em (nbs/05_em.ipynb holds the worked example and the figures)."""
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from scipy.special import gammaln, logsumexp, xlog1py, xlogy
 
-from klem_nb.em import (LEDGER_DTYPE, BinomialMixtureModel, EMModel, EMResult, FreeEnergyIncreaseError, Ledger, em)
+from klem_nb.e_step import posterior
+from klem_nb.em import (LEDGER_DTYPE, EMModel, EMResult, EStep, FreeEnergyIncreaseError, LatentClassModel, Ledger,
+                        e_pass, em)
 from klem_nb.free_energy import free_energy, kl_gap
+
+sys.path.insert(0, os.path.dirname(__file__))
+from models import BinomialMixtureModel  # noqa: E402  (tests/models.py: the notebook's model, with input checks)
 
 SEEDS = range(8)
 
@@ -86,8 +95,10 @@ def test_block_size_invariance(seed):
         for f in ('log_likelihood', 'free_energy', 'kl_gap'):
             np.testing.assert_allclose(res.ledger[f], ref.ledger[f], rtol=1e-12, atol=1e-13)
         np.testing.assert_array_equal(res.ledger.step, ref.ledger.step)
-        np.testing.assert_allclose(res.log_resp, ref.log_resp, rtol=1e-11, atol=1e-11)
-        np.testing.assert_allclose(res.log_norm, ref.log_norm, rtol=1e-13)
+        np.testing.assert_allclose(res.log_likelihood, ref.log_likelihood, rtol=1e-13)
+        Xc = model.check_X(X)
+        np.testing.assert_allclose(posterior(model.log_joint(Xc))[0], posterior(ref_model.log_joint(Xc))[0],
+                                   rtol=1e-11, atol=1e-11)
 
 
 def test_block_size_one_on_the_two_coins():
@@ -96,7 +107,8 @@ def test_block_size_one_on_the_two_coins():
     ra, rb = em(ma, X, tol=0, max_iter=20), em(mb, X, tol=0, max_iter=20, block_size=1)
     np.testing.assert_allclose(mb.success, ma.success, rtol=1e-12)
     np.testing.assert_allclose(rb.ledger.free_energy, ra.ledger.free_energy, rtol=1e-12)
-    np.testing.assert_allclose(rb.log_resp, ra.log_resp, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(rb.log_likelihood, ra.log_likelihood, rtol=1e-13)
+    np.testing.assert_allclose(posterior(mb.log_joint(X))[0], posterior(ma.log_joint(X))[0], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize('seed', SEEDS[:4])
@@ -149,7 +161,7 @@ def test_ledger_is_monotone(seed):
     assert np.all(gap[~e] >= -1e-12)
     np.testing.assert_allclose(F, gap - L, rtol=1e-11, atol=1e-12)
     np.testing.assert_array_equal(res.lower_bounds, L[e])
-    np.testing.assert_allclose(L[-1], res.log_norm.mean(), rtol=1e-13)
+    assert L[-1] == res.log_likelihood   # the last M-row's L is the final E-step's
 
 
 class Remembering(BinomialMixtureModel):
@@ -205,7 +217,7 @@ def test_callback_gets_every_row_in_order():
 
 
 def test_no_extra_log_joint_evaluations():
-    "One log_joint per iteration plus the final E-step, as in scikit-learn: the ledger costs none."
+    "log_joint once per E-pass (n_iter + 1 of them; blocks multiply it), as in scikit-learn: the ledger costs none."
     calls = []
     class Counting(BinomialMixtureModel):
         def log_joint(self, X):
@@ -259,8 +271,8 @@ def test_tol_and_max_iter_semantics(tol):
 def test_max_iter_zero_only_runs_the_final_e_step():
     model, res, X = fit(2, max_iter=0)
     assert (res.n_iter, res.converged, len(res.lower_bounds), len(res.ledger)) == (0, False, 0, 0)
-    assert res.lower_bound == -np.inf and res.log_resp.shape == (len(X), len(model.weights))
-    np.testing.assert_allclose(logsumexp(res.log_resp, axis=1), 0, atol=1e-12)
+    assert res.lower_bound == -np.inf and np.isfinite(res.log_likelihood)
+    np.testing.assert_allclose(res.log_likelihood, posterior(model.log_joint(model.check_X(X)))[1].mean(), rtol=1e-13)
 
 
 def test_warm_start_continues_the_same_run():
@@ -280,7 +292,11 @@ def test_warm_start_continues_the_same_run():
 
 def test_bad_arguments():
     model, X = BinomialMixtureModel([0.6, 0.5], n_trials=10), np.array([5., 9, 8, 4, 7])
-    with pytest.raises(TypeError, match='log_joint'): em(object(), X)
+    with pytest.raises(TypeError, match='e_step'): em(object(), X)
+    class NoEStep:
+        def m_step(self, stats): pass
+        def expected_log_joint(self, stats): return 0.0
+    with pytest.raises(TypeError, match='e_step'): em(NoEStep(), X)
     for kw, msg in [(dict(tol=-1), 'tol'), (dict(max_iter=-1), 'max_iter'), (dict(max_iter=1.5), 'max_iter'),
                     (dict(block_size=0), 'block_size'), (dict(lower_bound=np.nan), 'lower_bound'),
                     (dict(sample_weight=np.ones(3)), 'sample_weight'), (dict(sample_weight=-np.ones(5)), 'sample_weight'),
@@ -288,7 +304,8 @@ def test_bad_arguments():
                     (dict(callback=3), 'callback')]:
         with pytest.raises(ValueError, match=msg): em(model, X, **kw)
     with pytest.raises(ValueError, match='no rows'): em(model, X[:0])
-    with pytest.raises(NotImplementedError, match='log_joint'): em(EMModel(), X)
+    with pytest.raises(NotImplementedError, match='e_step'): em(EMModel(), X)
+    with pytest.raises(NotImplementedError, match='log_joint'): em(LatentClassModel(), X)
 
 
 def test_result_repr_and_types():
@@ -300,7 +317,7 @@ def test_result_repr_and_types():
 
 # ---- scikit-learn's loop, reproduced ------------------------------------------------------------
 
-class DiagGaussian(EMModel):
+class DiagGaussian(LatentClassModel):
     "scikit-learn's diagonal-covariance Gaussian mixture, written as an EMModel (its diag statistics are additive)."
     def __init__(self, weights, means, precisions, reg_covar=1e-6):
         self.weights, self.means, self.prec_chol, self.reg_covar = weights, means, np.sqrt(precisions), reg_covar
@@ -322,6 +339,14 @@ class DiagGaussian(EMModel):
         cov = stats['sxx'] / nk[:, None] - self.means ** 2 + self.reg_covar
         self.weights = nk / nk.sum()
         self.prec_chol = 1.0 / np.sqrt(cov)
+
+    def expected_log_joint(self, stats):
+        "Σ_j N_j log π_j + Σ_j E_q log N(x; μ_j, diag σ_j²), from nk, Σ x and Σ x²."
+        nk, sx, sxx = stats['nk'], stats['sx'], stats['sxx']
+        prec, mu = self.prec_chol ** 2, self.means
+        sq = sxx - 2 * mu * sx + nk[:, None] * mu ** 2      # Σ_i q_ij (x_il - μ_jl)²
+        per_dim = nk[:, None] * (np.log(self.prec_chol) - 0.5 * np.log(2 * np.pi)) - 0.5 * prec * sq
+        return float(xlogy(nk, self.weights).sum() + per_dim.sum())
 
 
 @pytest.mark.parametrize('seed,tol,max_iter', [(0, 1e-3, 100), (1, 1e-6, 100), (2, 1e-8, 15), (3, 1e-4, 100)])
@@ -347,5 +372,140 @@ def test_matches_sklearn_gaussian_mixture_loop(seed, tol, max_iter):
     np.testing.assert_allclose(model.means, gm.means_, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(model.weights, gm.weights_, rtol=1e-10)
     np.testing.assert_allclose(model.prec_chol, gm.precisions_cholesky_, rtol=1e-10)
-    np.testing.assert_array_equal(res.log_resp.argmax(axis=1), labels)
-    np.testing.assert_allclose(res.log_norm.mean(), gm.score(X), rtol=1e-12)
+    np.testing.assert_array_equal(posterior(model.log_joint(X))[0].argmax(axis=1), labels)
+    np.testing.assert_allclose(res.log_likelihood, gm.score(X), rtol=1e-12)
+    # the measured ledger: E-rows have no gap, F never rises, M-rows agree with the public free energy
+    led = res.ledger
+    e = led.step == 'E'
+    np.testing.assert_allclose(led.kl_gap[e], 0, atol=1e-12)
+    assert np.all(np.diff(led.free_energy) <= 1e-10 * np.abs(led.free_energy[:-1]))
+
+
+# ---- the ledger checks can fail (mutations) -----------------------------------------------------
+
+class NotPosterior(BinomialMixtureModel):
+    "An e_step whose q is NOT the posterior (half the posterior, half uniform), with the true log-likelihood."
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log_joints, self.qs = [], []
+
+    def e_step(self, X, sample_weight=None, stats=True):
+        lj = self.log_joint(X)
+        resp, log_norm, _ = posterior(lj)
+        q = 0.5 * resp + 0.5 / lj.shape[1]
+        self.log_joints.append(lj)
+        self.qs.append(q)
+        w = np.ones(len(q)) if sample_weight is None else sample_weight
+        return EStep(float(w.sum()), float(w @ log_norm), float(w @ (q * lj).sum(1)), float(w @ xlogy(q, q).sum(1)),
+                     self.sufficient_stats(X, q * w[:, None]) if stats else None)
+
+
+@pytest.mark.parametrize('weighted', [False, True])
+def test_ledger_sees_an_e_step_that_is_not_the_posterior(weighted):
+    X, m, theta0, weights0 = instance(5)
+    w = np.random.default_rng(7).uniform(0.2, 3.0, size=len(X)) if weighted else None
+    model = NotPosterior(theta0, n_trials=m, weights=weights0)
+    res = em(model, model.check_X(X), sample_weight=w, tol=0, max_iter=6)
+    led = res.ledger
+    e = led.step == 'E'
+    assert np.all(led.kl_gap[e] > 1e-4)                  # the E-row gap is measured, not assumed to be 0
+    assert np.all(led.kl_gap[e] > 1e8 * 1e-12)
+    # and the ledger still equals the public functions evaluated on the q the model really used
+    qs, tables = model.qs[:res.n_iter], model.log_joints
+    expected = [(free_energy(lj, q, w), kl_gap(lj, q, w)) for t, q in enumerate(qs) for lj in (tables[t], tables[t + 1])]
+    np.testing.assert_allclose(np.c_[led.free_energy, led.kl_gap], expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(led.kl_gap[e], [kl_gap(tables[t], qs[t], w) for t in range(res.n_iter)], rtol=1e-10)
+
+
+class OffsetELJ(Remembering):
+    "An expected_log_joint that is off by a constant: only the M-rows use it."
+    offset = -25.0   # lowers E log p, so it raises the M-row F by 25 / W
+
+    def expected_log_joint(self, stats):
+        return super().expected_log_joint(stats) + self.offset
+
+
+def test_ledger_sees_a_wrong_expected_log_joint():
+    X, m, theta0, weights0 = instance(2)
+    model = OffsetELJ(theta0, n_trials=m, weights=weights0)
+    res = em(model, model.check_X(X), tol=0, max_iter=5)
+    tables, resps = model.log_joints, model.wresps
+    public = np.array([[free_energy(lj, q), kl_gap(lj, q)] for t, q in enumerate(resps)
+                       for lj in (tables[t], tables[t + 1])])
+    led, e = res.ledger, res.ledger.step == 'E'
+    np.testing.assert_allclose(led.free_energy[e], public[e, 0], rtol=1e-12, atol=1e-12)   # E-rows do not use it
+    np.testing.assert_allclose(led.free_energy[~e] - public[~e, 0], -OffsetELJ.offset / len(X), rtol=1e-9)
+    assert np.all(np.abs(led.free_energy[~e] - public[~e, 0]) > 1e6 * 1e-12)
+    with pytest.raises(FreeEnergyIncreaseError, match='M-step of iteration 1') as info:
+        em(OffsetELJ(theta0, n_trials=m, weights=weights0), model.check_X(X), strict=True)
+    assert info.value.step == 'M' and info.value.after > info.value.before
+    # the other sign lowers the M-row F: the public recomputation sees it, and strict mode catches it one
+    # half-step later, when the next (correct) E-row has to rise back up to the true F
+    class Lower(OffsetELJ): offset = +25.0
+    low = Lower(theta0, n_trials=m, weights=weights0)
+    r = em(low, low.check_X(X), tol=0, max_iter=3)
+    mrows = r.ledger.step == 'M'
+    pub = [free_energy(low.log_joints[t + 1], q) for t, q in enumerate(low.wresps)]
+    assert np.all(r.ledger.free_energy[mrows] < np.array(pub) - 1e-3)
+    with pytest.raises(FreeEnergyIncreaseError, match='E-step of iteration 2'):
+        em(Lower(theta0, n_trials=m, weights=weights0), low.check_X(X), tol=0, max_iter=3, strict=True)
+
+
+# ---- re-entrancy and additivity of e_step -------------------------------------------------------
+
+def _fitted_blocks(n_blocks=8):
+    rng = np.random.default_rng(11)
+    theta = np.array([[0.2, 0.7, 0.5], [0.8, 0.3, 0.5], [0.5, 0.5, 0.9]])
+    m = np.array([10, 6, 12])
+    z = rng.integers(3, size=4000)
+    X = rng.binomial(m, theta[z]).astype(float)
+    model = BinomialMixtureModel(rng.uniform(0.3, 0.7, size=(3, 3)), n_trials=m)
+    em(model, model.check_X(X), tol=1e-6, max_iter=50)
+    edges = np.r_[0, np.sort(rng.choice(np.arange(1, len(X)), n_blocks - 1, replace=False)), len(X)]
+    w = rng.uniform(0.1, 2.0, size=len(X))
+    return model, X, w, [(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _same(a, b):
+    assert (a.weight, a.log_likelihood, a.expected_log_joint, a.neg_entropy) == \
+           (b.weight, b.log_likelihood, b.expected_log_joint, b.neg_entropy)
+    assert sorted(a.stats) == sorted(b.stats)
+    for key in a.stats: np.testing.assert_array_equal(a.stats[key], b.stats[key])
+
+
+@pytest.mark.parametrize('weighted', [False, True])
+def test_e_step_is_reentrant(weighted):
+    model, X, w, blocks = _fitted_blocks()
+    args = [(X[a:b], w[a:b] if weighted else None) for a, b in blocks]
+    serial = [model.e_step(Xb, wb) for Xb, wb in args]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(25):
+            for got, ref in zip(pool.map(lambda xw: model.e_step(*xw), args), serial): _same(got, ref)
+
+
+@pytest.mark.parametrize('weighted', [False, True])
+def test_e_step_blocks_add_up(weighted):
+    model, X, w, blocks = _fitted_blocks()
+    ww = w if weighted else None
+    parts = [model.e_step(X[a:b], None if ww is None else ww[a:b]) for a, b in blocks]
+    total = parts[0]
+    for p in parts[1:]: total = total + p
+    whole = model.e_step(X, ww)
+    for f in ('weight', 'log_likelihood', 'expected_log_joint', 'neg_entropy'):
+        np.testing.assert_allclose(getattr(total, f), getattr(whole, f), rtol=1e-12)
+    assert sorted(total.stats) == sorted(whole.stats)
+    for key in whole.stats: np.testing.assert_allclose(total.stats[key], whole.stats[key], rtol=1e-12)
+    _same(e_pass(model, X, ww, block_size=len(X)), whole)
+    assert model.e_step(X, ww, stats=False).stats is None
+    assert 'EStep(weight=' in repr(whole)
+
+
+def test_binomial_test_model_checks_its_inputs():
+    for args, kw in [(([1.5, 0.5],), {}), (([[[0.5]]],), {}), (([0.6, 0.5],), dict(n_trials=0)),
+                     (([0.6, 0.5],), dict(n_trials=2.5)), (([0.6, 0.5],), dict(weights=[0.2, 0.2])),
+                     (([0.6, 0.5],), dict(weights=[1.0, 0.0])), (([[0.6, 0.5]],), dict(n_trials=[3, 4, 5]))]:
+        with pytest.raises(ValueError): BinomialMixtureModel(*args, **kw)
+    model = BinomialMixtureModel([0.6, 0.5], n_trials=10)
+    for bad in ([11], [-1], [2.5], [np.nan], [[1, 2]]):
+        with pytest.raises(ValueError, match='X must'): model.check_X(bad)
+    assert model.check_X([5, 9]).shape == (2, 1)
