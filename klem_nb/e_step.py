@@ -5,33 +5,10 @@
 # %% ../nbs/03_e_step.ipynb #f97a5289
 from __future__ import annotations
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import log_softmax, logsumexp, softmax, xlogy
-from .divergences import kl_divergence
-from .free_energy import free_energy, kl_gap
-from .mle import _max_rel_diff, _source_rows
+from scipy.special import logsumexp
 
 # %% auto #0
-__all__ = ['log_responsibilities', 'posterior', 'source_lines']
-
-# %% ../nbs/03_e_step.ipynb #2a758bb6
-def _softmax_argmin(
-    log_joint, # log p_θ(x_i, z=j), shape (n, k), finite
-    logits0, # starting logits, shape (n, k)
-)->np.ndarray: # the q (n, k) that BFGS finds for min_q F(q, θ), with q = softmax(logits) row by row
-    "Minimise the free energy over q on the simplex, parametrised by row-wise softmax logits."
-    n, k = log_joint.shape
-    logits0 = np.asarray(logits0, dtype=float)
-    def full(x): return np.c_[x.reshape(n, k - 1), np.zeros(n)]      # last logit of each row pinned to 0
-    def f_and_grad(x):
-        logq = log_softmax(full(x), axis=1)
-        q = np.exp(logq)
-        g = logq - log_joint                                            # d(nF)/dq, less the constant 1
-        grad = q * (g - np.sum(q * g, axis=1, keepdims=True))
-        return np.sum(q * g), grad[:, :-1].ravel()
-    x0 = (logits0[:, :-1] - logits0[:, -1:]).ravel()
-    res = minimize(f_and_grad, x0, jac=True, method='BFGS', options=dict(gtol=1e-10, maxiter=20_000))
-    return softmax(full(res.x), axis=1)
+__all__ = ['log_responsibilities', 'posterior']
 
 # %% ../nbs/03_e_step.ipynb #b025242d
 def log_responsibilities(
@@ -51,7 +28,7 @@ def log_responsibilities(
                          f"{' ...' if dead.size > 5 else ''}: the observation is impossible under every component")
     return log_joint - log_norm[:, None], log_norm
 
-# %% ../nbs/03_e_step.ipynb #c396b06c
+# %% ../nbs/03_e_step.ipynb #674f8f36
 _EXP_FLOOR = -700.0   # exponents are clipped here: exp(-700) ≈ 1e-304 is zero beside any probability that matters
 
 def posterior(
@@ -69,37 +46,3 @@ def posterior(
     resp /= total[:, None]
     log_total = np.log(total)
     return resp, top + log_total, np.einsum('ij,ij->i', resp, s) - log_total
-
-# %% ../nbs/03_e_step.ipynb #b54fe339
-def source_lines(
-    seed:int=0, # seed for np.random.default_rng: the random instance the lines are checked on
-)->list: # five dicts with keys block, line, statement, check, discrepancy, tol
-    "Check each line of the source's E-step block on a random instance with the library's functions."
-    rng = np.random.default_rng(seed)
-    n, k = 30, 4
-    log_joint = rng.normal(-3, 2.5, size=(n, k))
-    log_resp, log_norm = log_responsibilities(log_joint)
-    post = np.exp(log_resp)
-    qs = rng.dirichlet(np.ones(k), size=(8, n))                  # eight candidate q tables
-    # the objective of each line, vectorised, for every candidate q
-    o1 = np.array([np.mean(np.sum(xlogy(q, q) - q * (log_resp + log_norm[:, None]), axis=1)) for q in qs])
-    o2 = np.array([np.mean(np.sum(xlogy(q, q) - q * log_resp, axis=1) - np.sum(q * log_norm[:, None], axis=1)) for q in qs])
-    o3 = np.array([np.mean(kl_divergence(q, post, axis=1) - log_norm) for q in qs])
-    o4 = np.array([np.mean(kl_divergence(q, post, axis=1)) for q in qs])
-    fe = np.array([free_energy(log_joint, q) for q in qs])
-    gap = np.array([kl_gap(log_joint, q) for q in qs])
-    q_opt = _softmax_argmin(log_joint, rng.normal(size=(n, k)))
-    rows = [
-        ("q* = argmin_q E_x Σ_z q(z|x) log[q(z|x) / (p_θ(z|x) p_θ(x))]",
-         'objective equals free_energy F(q, θ) of (1.8)', _max_rel_diff(o1, fe), 1e-12),
-        ("= argmin_q E_x[Σ_z q log(q / p_θ(z|x)) - Σ_z q log p_θ(x)]",
-         'objective equals previous line', _max_rel_diff(o2, o1), 1e-12),
-        ("= argmin_q E_x[KL(q(z|x) ‖ p_θ(z|x)) - C],  C = log p_θ(x)",
-         'objective equals previous line', _max_rel_diff(o3, o2), 1e-12),
-        ("= argmin_q E_x KL(q(z|x) ‖ p_θ(z|x))   (the source's (2))",
-         'differs from previous by -E_x log p_θ(x) for every q; equals kl_gap',
-         max(float(np.max(np.abs(o3 - o4 + log_norm.mean()))), _max_rel_diff(o4, gap)), 1e-12),
-        ("= p_θ(z|x)   (the source's (E-step))",
-         'optimiser argmin matches closed form (max |q_opt - posterior|)', float(np.max(np.abs(q_opt - post))), 1e-6),
-    ]
-    return _source_rows('E-step', rows)

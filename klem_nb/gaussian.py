@@ -235,7 +235,7 @@ def check_gaussian_parameters(
         compute_precision_cholesky(cov, covariance_type)     # raises if not positive definite
     return X
 
-# %% ../nbs/07_gaussian.ipynb #2aa264fc
+# %% ../nbs/07_gaussian.ipynb #797568b3
 import math
 import os
 import threading

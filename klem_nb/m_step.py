@@ -5,52 +5,9 @@
 # %% ../nbs/04_m_step.ipynb #4d313cb7
 from __future__ import annotations
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import expit, gammaln, log_expit, log_softmax, softmax, xlog1py, xlogy
-from .divergences import entropy
-from .e_step import log_responsibilities
-from .free_energy import free_energy
-from .mle import _max_rel_diff, _source_rows
 
 # %% auto #0
-__all__ = ['mixture_weights', 'binomial_success', 'source_lines']
-
-# %% ../nbs/04_m_step.ipynb #f33ea71a
-def _binomial_log_joint(
-    heads, # heads per observation, shape (n,) or (n, d) (d independent counts per observation)
-    trials, # tosses per count: scalar or the shape of heads
-    weights, # mixture weights π, shape (k,)
-    success, # success probabilities p, shape (k,) or (k, d)
-)->np.ndarray: # log p_θ(x_i, z=j), shape (n, k)
-    "Complete-data log-likelihood table of a binomial mixture, eq. (M.5), summed over the d counts."
-    h = np.asarray(heads, dtype=float).reshape(len(heads), -1)                 # (n, d)
-    t = np.broadcast_to(np.asarray(trials, dtype=float), np.shape(heads)).reshape(h.shape)
-    p = np.asarray(success, dtype=float).reshape(len(weights), -1)            # (k, d)
-    log_binom = (gammaln(t + 1) - gammaln(h + 1) - gammaln(t - h + 1)).sum(axis=1)
-    ll = (xlogy(h[:, None, :], p[None]) + xlog1py((t - h)[:, None, :], -p[None])).sum(axis=2)
-    return np.log(weights)[None, :] + log_binom[:, None] + ll
-
-# %% ../nbs/04_m_step.ipynb #0a0a3051
-def _maximise_q(
-    heads, # heads per observation, shape (n,)
-    trials, # tosses per observation: scalar or shape (n,)
-    resp, # fixed responsibilities q, shape (n, k), rows summing to 1
-    a0, # starting logits of the weights, shape (k,)
-    b0, # starting logits of the success probabilities, shape (k,)
-)->tuple: # (weights (k,), success (k,)) that BFGS finds for argmax_θ Q(θ) = E_x Σ_z q log p_θ(x, z)
-    "Maximise the expected complete-data log-likelihood of a binomial mixture numerically."
-    h = np.asarray(heads, dtype=float); t = np.broadcast_to(np.asarray(trials, dtype=float), h.shape)
-    n, k = resp.shape
-    N = resp.sum(axis=0)
-    def neg_q_and_grad(ab):
-        a, b = ab[:k], ab[k:]
-        val = N @ log_softmax(a) + np.sum(resp * (h[:, None] * log_expit(b) + (t - h)[:, None] * log_expit(-b)))
-        ga = N - softmax(a) * N.sum()
-        gb = resp.T @ h - (resp.T @ t) * expit(b)
-        return -val / n, -np.concatenate([ga, gb]) / n
-    res = minimize(neg_q_and_grad, np.concatenate([a0, b0]), jac=True, method='BFGS',
-                   options=dict(gtol=1e-12, maxiter=10_000))
-    return softmax(res.x[:k]), expit(res.x[k:])
+__all__ = ['mixture_weights', 'binomial_success']
 
 # %% ../nbs/04_m_step.ipynb #4df5b85f
 def _check_resp(
@@ -115,41 +72,3 @@ def binomial_success(
         p = np.where(empty, fb if fallback is not None else 0.0, num / np.where(empty, 1.0, den))
     p = np.clip(p, 0.0, 1.0)
     return p.reshape(out_shape)
-
-# %% ../nbs/04_m_step.ipynb #ecb43ccf
-def source_lines(
-    seed:int=0, # seed for np.random.default_rng: the random instance the lines are checked on
-)->list: # four dicts with keys block, line, statement, check, discrepancy, tol
-    "Check each line of the source's M-step block on a random binomial mixture with the library's functions."
-    rng = np.random.default_rng(seed)
-    n, k, m = 80, 3, 12
-    heads = rng.binomial(m, rng.uniform(0.1, 0.9, size=k)[rng.integers(k, size=n)])
-    w_old, p_old = rng.dirichlet(np.ones(k)), rng.uniform(0.2, 0.8, size=k)
-    q = np.exp(log_responsibilities(_binomial_log_joint(heads, m, w_old, p_old))[0])
-    thetas = [(rng.dirichlet(np.ones(k)), rng.uniform(0.05, 0.95, size=k)) for _ in range(8)]
-    neg_mean_h = -np.mean(entropy(q, axis=1))
-    o1, o2, o3, o4, fe = [], [], [], [], []
-    for th in thetas:
-        lj = _binomial_log_joint(heads, m, *th)
-        log_resp, log_norm = log_responsibilities(lj)
-        log_post_times_px = log_resp + log_norm[:, None]          # log[p_θ(z|x) p_θ(x)]
-        o1.append(np.mean(np.sum(xlogy(q, q) - q * log_post_times_px, axis=1)))
-        o2.append(neg_mean_h - np.mean(np.sum(q * log_post_times_px, axis=1)))
-        o3.append(np.mean(np.sum(q * log_post_times_px, axis=1)))
-        o4.append(np.mean(np.sum(q * lj, axis=1)))
-        fe.append(free_energy(lj, q))
-    o1, o2, o3, o4, fe = map(np.array, (o1, o2, o3, o4, fe))
-    w_opt, p_opt = _maximise_q(heads, m, q, rng.normal(size=k), rng.normal(size=k))
-    w_new, p_new = mixture_weights(q), binomial_success(heads, m, q)
-    rows = [
-        ("θ_new = argmin_θ E_x Σ_z q(z|x) log[q(z|x) / (p_θ(z|x) p_θ(x))]",
-         'objective equals free_energy F(q, θ) of (1.8)', _max_rel_diff(o1, fe), 1e-12),
-        ("= argmin_θ E_x[Σ_z q log q - Σ_z q log p_θ(z|x) p_θ(x)]",
-         'objective equals previous line', _max_rel_diff(o2, o1), 1e-12),
-        ("= argmax_θ E_x Σ_z q(z|x) log p_θ(z|x) p_θ(x)",
-         'previous objective + this one = -E_x H(q) for every θ', float(np.max(np.abs(o2 + o3 - neg_mean_h))), 1e-12),
-        ("= argmax_θ E_x Σ_z p_θ(z|x) log p_θ(x, z)   (the source's (M-step); read p_θold(z|x) = q)",
-         'objective equals previous line; optimiser argmax matches mixture_weights, binomial_success',
-         max(_max_rel_diff(o4, o3), float(np.max(np.abs(np.r_[w_opt - w_new, p_opt - p_new])))), 1e-6),
-    ]
-    return _source_rows('M-step', rows)
