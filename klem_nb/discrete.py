@@ -166,14 +166,13 @@ class _MeanMixture(BaseMixture):
 class BernoulliMixture(_MeanMixture):
     "Mixture of products of independent Bernoullis for binary data, with scikit-learn's mixture API, fitted by EM."
     _max_mean = 1.0
-    _parameters = ('weights_', 'means_', '_complement')
 
     def _check_data(self, X): check_binary(X, type(self).__name__)
 
     def _complement_of_means(self):
         "1 - μ as the last M-step computed it, S⁰ / N (no rounding of μ to 1), if it still belongs to `means_`."
-        c = getattr(self, '_complement', None)
-        return c if c is not None and c.shape == self.means_.shape else None
+        means, c = getattr(self, '_complement', (None, None))
+        return c if means is self.means_ else None
 
     def _estimate_log_prob(self, X): return bernoulli_log_prob(X, self.means_, self._complement_of_means())
 
@@ -181,7 +180,7 @@ class BernoulliMixture(_MeanMixture):
 
     def _m_step(self, stats):
         self.weights_, self.means_ = mean_m_step(stats, max_mean=self._max_mean)
-        self._complement = np.minimum(stats['sx0'] / (stats['nk'] + _EPS10)[:, None], 1.0)
+        self._complement = (self.means_, np.minimum(stats['sx0'] / (stats['nk'] + _EPS10)[:, None], 1.0))
 
     def _expected_log_joint(self, stats):
         return mean_expected_log_joint(stats, self.weights_, self.means_, 'bernoulli', self._complement_of_means())

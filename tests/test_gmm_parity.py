@@ -98,6 +98,12 @@ def test_parity_other_starts(name, covariance_type, init_params):
     X, k = DATASETS[name]
     ours, theirs = fit_both(X, n_components=k, covariance_type=covariance_type, init_params=init_params,
                             random_state=3, reg_covar=1e-4)
+    if covariance_type == 'tied' and init_params in ('k-means++', 'random_from_data'):
+        # A deliberate departure (nbs/11_gmm.ipynb): scikit-learn's tied start from one-row seeds adds the uncentred
+        # second moment of every row the seeds leave out; ours uses only the seeds' statistics, in a fixed frame.
+        assert ours.n_iter_ >= 1 and np.isfinite(ours.lower_bound_)
+        with pytest.raises(AssertionError): assert_parity(ours, theirs, X)
+        return
     assert_parity(ours, theirs, X)
 
 
