@@ -51,7 +51,7 @@ def log_responsibilities(
                          f"{' ...' if dead.size > 5 else ''}: the observation is impossible under every component")
     return log_joint - log_norm[:, None], log_norm
 
-# %% ../nbs/03_e_step.ipynb #266e527f
+# %% ../nbs/03_e_step.ipynb #71f03c3e
 _EXP_FLOOR = -700.0   # exponents are clipped here: exp(-700) ≈ 1e-304 is zero beside any probability that matters
 
 def posterior(
