@@ -26,6 +26,7 @@ def __dir__(): return sorted(set(globals()) | set(_LAZY))
 # anything imported `klem_nb.em` (every estimator does). The package's own module class makes `em` a property:
 # reading it gives the function, and the import system's assignment of the submodule is dropped (the submodule
 # stays in `sys.modules`, so `from klem_nb.em import Ledger` and `import_module('klem_nb.em')` work as usual).
+# The price: `klem_nb.em.Ledger` and `import klem_nb.em as m` reach the function, not the module.
 class _Package(_ModuleType):
     em = property(lambda self: __getattr__('em'), lambda self, submodule: None)
 
