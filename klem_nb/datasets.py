@@ -15,24 +15,33 @@ from importlib.resources import files
 import numpy as np
 from sklearn.utils import Bunch
 
-# %% ../nbs/08_datasets.ipynb #4b6d54fc
+# %% ../nbs/08_datasets.ipynb #4e5c0871
+def _all_numbers(cells:list)->bool: # the cells of one CSV row
+    "Whether every cell of a row parses as a number (so the row is data, not column names)."
+    try: [float(c) for c in cells]
+    except ValueError: return False
+    return True
+
 def _parse_numeric_csv(
     text:str, # the whole file as text
     name:str, # how to call the file in error messages (its path)
     delimiter:str=',', # the cell separator
-)->tuple: # (data float64 (n, d), column names list of d str)
-    "Parse CSV text with a header row and finite numeric cells, raising `ValueError` that names file, row and column."
+    header:bool|None=None, # is the first row column names? None: yes unless all its cells are numbers
+)->tuple: # (data float64 (n, d), column names list of d str, whether the first row was read as names)
+    "Parse CSV text of finite numeric cells, with or without a header row, raising `ValueError` that names file, row and column."
     rows = [(i, r) for i, r in enumerate(csv.reader(io.StringIO(text.lstrip('\ufeff')), delimiter=delimiter), 1)
             if any(c.strip() for c in r)]
-    if not rows: raise ValueError(f"{name} is empty: expected a header row and at least one row of numbers")
-    _, header = rows[0]
-    columns = [c.strip() for c in header]
-    if not rows[1:]: raise ValueError(f"{name} is empty: it has a header row ({', '.join(columns)}) but no data rows")
-    data = np.empty((len(rows) - 1, len(columns)), dtype=np.float64)
-    for r, (line, cells) in enumerate(rows[1:], 1):
+    if not rows: raise ValueError(f"{name} is empty: expected at least one row of numbers")
+    if header is None: header = not _all_numbers(rows[0][1])
+    if header:
+        columns, rows, first = [c.strip() for c in rows[0][1]], rows[1:], 'the header'
+        if not rows: raise ValueError(f"{name} is empty: it has a header row ({', '.join(columns)}) but no data rows")
+    else: columns, first = [f"x{j}" for j in range(len(rows[0][1]))], 'the first row'
+    data = np.empty((len(rows), len(columns)), dtype=np.float64)
+    for r, (line, cells) in enumerate(rows, 1):
         where = f"{name}, line {line} (data row {r})"
         if len(cells) != len(columns):
-            raise ValueError(f"{where}: ragged rows: this row has {len(cells)} cells but the header has {len(columns)}")
+            raise ValueError(f"{where}: ragged rows: this row has {len(cells)} cells but {first} has {len(columns)}")
         for j, cell in enumerate(cells):
             try: value = float(cell)
             except ValueError:
@@ -40,13 +49,13 @@ def _parse_numeric_csv(
             if not math.isfinite(value):
                 raise ValueError(f"{where}, column {j + 1} ({columns[j]!r}): non-finite cell {cell!r}")
             data[r - 1, j] = value
-    return data, columns
+    return data, columns, header
 
-# %% ../nbs/08_datasets.ipynb #bd9cde8f
+# %% ../nbs/08_datasets.ipynb #f444cfca
 def _read_bundled(filename:str)->tuple: # (data, columns) of klem_nb/data/<filename>
     "Parse one of the CSV files shipped in `klem_nb/data/`."
     resource = files('klem_nb').joinpath('data', filename)
-    return _parse_numeric_csv(resource.read_text(encoding='utf-8'), f"klem_nb/data/{filename}")
+    return _parse_numeric_csv(resource.read_text(encoding='utf-8'), f"klem_nb/data/{filename}", header=True)[:2]
 
 # %% ../nbs/08_datasets.ipynb #816bb334
 FAITHFUL_DESCR = """Old Faithful geyser data
@@ -100,16 +109,25 @@ def load_deaths()->Bunch: # counts (10,), days (10,), data (10, 1), expanded (10
     return Bunch(counts=counts, days=days, data=data, expanded=np.repeat(data, days, axis=0),
                  feature_names=['deaths_per_day'], DESCR=DEATHS_DESCR, filename='deaths_london_1910_1912.csv')
 
-# %% ../nbs/08_datasets.ipynb #2d77716d
-def load_csv(
-    path:str|os.PathLike, # a CSV file: a header row of column names, then rows of numbers
+# %% ../nbs/08_datasets.ipynb #77ec69ee
+def _read_csv(
+    path:str|os.PathLike, # a CSV file
     delimiter:str=',', # the cell separator
-)->tuple: # (data float64 (n, d), column names list of d str)
-    "Read a numeric CSV file with a header row, raising `ValueError` naming the file, row and column of any problem."
+    header:bool|None=None, # is the first row column names? None: yes unless all its cells are numbers
+)->tuple: # (data float64 (n, d), column names list of d str, whether the first row was read as names)
+    "`load_csv`, also saying whether the first row was read as column names."
     path = os.fspath(path)
     if not os.path.exists(path): raise ValueError(f"{path} not found")
     if os.path.isdir(path): raise ValueError(f"{path} is a directory, not a CSV file")
     try:
         with open(path, newline='', encoding='utf-8-sig') as f: text = f.read()
     except (OSError, UnicodeDecodeError) as e: raise ValueError(f"cannot read {path}: {e}") from None
-    return _parse_numeric_csv(text, path, delimiter=delimiter)
+    return _parse_numeric_csv(text, path, delimiter=delimiter, header=header)
+
+def load_csv(
+    path:str|os.PathLike, # a CSV file: rows of numbers, perhaps under a header row of column names
+    delimiter:str=',', # the cell separator
+    header:bool|None=None, # True: the first row is column names; False: it is data; None: data if all its cells are numbers
+)->tuple: # (data float64 (n, d), column names list of d str: the header's, or x0, x1, ... without one)
+    "Read a numeric CSV file, raising `ValueError` naming the file, row and column of any problem."
+    return _read_csv(path, delimiter, header)[:2]

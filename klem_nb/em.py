@@ -6,7 +6,7 @@
 __all__ = ['LEDGER_DTYPE', 'DEFAULT_BLOCK_SIZE', 'EStep', 'EMModel', 'LatentClassModel', 'Ledger', 'FreeEnergyIncreaseError',
            'EMResult', 'e_pass', 'em']
 
-# %% ../nbs/05_em.ipynb #c268471a
+# %% ../nbs/05_em.ipynb #1641eb82
 from dataclasses import dataclass
 from typing import Callable
 
@@ -15,7 +15,7 @@ import numpy as np
 from .e_step import posterior
 from .free_energy import _check_row_weights
 
-# %% ../nbs/05_em.ipynb #8ddac830
+# %% ../nbs/05_em.ipynb #74006e75
 @dataclass(repr=False)
 class EStep:
     "What a model's E-step returns for one block of data units: weighted sums over the block, and its statistics."
@@ -35,7 +35,7 @@ class EStep:
         return (f"EStep(weight={self.weight:g}, log_likelihood={self.log_likelihood:.10g}, expected_log_joint="
                 f"{self.expected_log_joint:.10g}, neg_entropy={self.neg_entropy:.10g}, stats={sorted(self.stats or {})})")
 
-# %% ../nbs/05_em.ipynb #25b4b937
+# %% ../nbs/05_em.ipynb #cadb1164
 class EMModel:
     "The protocol `em` drives: an E-step over a block of data units, an M-step from summed statistics, and F's M-row term."
     def e_step(self,
@@ -58,7 +58,7 @@ class EMModel:
         "The expected complete-data log-likelihood of q at the current θ, from q's statistics alone."
         raise NotImplementedError(f"{type(self).__name__} must implement expected_log_joint(stats)")
 
-# %% ../nbs/05_em.ipynb #1439c1f9
+# %% ../nbs/05_em.ipynb #bef34088
 _Q_ZERO = float(np.exp(-700.0))   # posterior's floor: a responsibility this small is an exact zero in every sum
 
 def _dot_rows(a:np.ndarray, b:np.ndarray)->np.ndarray:
@@ -137,7 +137,7 @@ class Ledger(np.recarray):
                                                              f"| {r['free_energy']:.10g} | {r['kl_gap']:.3g} |")
         return '\n'.join([head] + self._lines(row))
 
-# %% ../nbs/05_em.ipynb #6ef2e05a
+# %% ../nbs/05_em.ipynb #49cd4b50
 class FreeEnergyIncreaseError(ArithmeticError):
     "The free energy rose between two consecutive half-steps of `em(..., strict=True)`."
 
@@ -157,7 +157,7 @@ class EMResult:
         return (f"EMResult(converged={self.converged}, n_iter={self.n_iter}, lower_bound={self.lower_bound:.10g}, "
                 f"log_likelihood={self.log_likelihood:.10g}, ledger=<{len(self.ledger)} rows>)")
 
-# %% ../nbs/05_em.ipynb #00238502
+# %% ../nbs/05_em.ipynb #c587a6fa
 def _n_rows(X)->int:
     "Number of data units of `X` (its first dimension)."
     try: return int(X.shape[0]) if hasattr(X, 'shape') else len(X)
@@ -200,7 +200,7 @@ def e_pass(
         total = e if total is None else total + e
     return total
 
-# %% ../nbs/05_em.ipynb #1bdae61f
+# %% ../nbs/05_em.ipynb #3edce8e1
 class _Recorder:
     "Collects ledger rows; checks F in strict mode as soon as it is known; forwards complete rows to the callback."
     def __init__(self, strict, callback): self.rows, self.strict, self.callback, self.pending = [], strict, callback, None
@@ -240,7 +240,7 @@ class _Recorder:
         row.update(log_likelihood=L, kl_gap=row['free_energy'] + L)
         self._add(row)
 
-# %% ../nbs/05_em.ipynb #2adceb46
+# %% ../nbs/05_em.ipynb #b3244d58
 def em(
     model, # an `EMModel` (e_step, m_step, expected_log_joint); its θ is updated in place
     X, # the data, n units, handed to the model in slices X[a:b] (whole when one block covers it)

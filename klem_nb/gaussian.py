@@ -235,7 +235,7 @@ def check_gaussian_parameters(
         compute_precision_cholesky(cov, covariance_type)     # raises if not positive definite
     return X
 
-# %% ../nbs/07_gaussian.ipynb #c29c7779
+# %% ../nbs/07_gaussian.ipynb #cd89cda0
 import math
 import os
 import threading

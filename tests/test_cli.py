@@ -1,4 +1,4 @@
-"""Tests for the `klem` console script (klem_nb.cli; nbs/13_cli.ipynb has the tour).
+"""Tests for the `klem` console script (klem_nb.cli; nbs/14_cli.ipynb has the tour).
 
 Most cases run the installed `klem` script, or `python -m klem_nb.cli`, in a separate process, as a user would."""
 import io
@@ -104,6 +104,8 @@ def files(tmp_path_factory):
     f['words'].write_text('x,y\n1,2\nthree,4\n')
     f['ragged'].write_text('x,y\n1,2\n3\n')
     f['tiny'].write_text('x,y\n1,2\n3,4\n5,7\n')
+    f['bare'] = tmp/'bare.csv'
+    np.savetxt(f['bare'], counts, fmt='%d', delimiter=',')      # the counts without their header row
     return f
 
 
@@ -116,7 +118,7 @@ def test_help_and_version(capsys):
     fit = run('fit', '--help')
     assert fit.returncode == 0
     for word in ('--model', '--covariance-type', '--max-iter', '--tol', '--seed', '--plot', '--json', 'Old Faithful',
-                 'deaths', 'bernoulli'):
+                 'deaths', 'bernoulli', '--header', '--no-header', 'x0, x1'):
         assert word in fit.stdout, word
     version = run('--version')
     assert version.returncode == 0 and version.stdout.strip() == f'klem (klem_nb) {__version__}'
@@ -267,6 +269,10 @@ MAIN_ERRORS = {
     'unknown command': (['predict'], "invalid choice: 'predict'"),
     'no command': ([], 'no command given'),
     'two files': (['fit', '{tiny}', '{tiny}'], 'unrecognized arguments'),
+    'header for bundled data': (['fit', '--header'], '--header applies to a DATA.csv file'),
+    'no-header for bundled data': (['fit', '--model', 'poisson', '--no-header'], '--no-header applies to a DATA.csv'),
+    'header and no-header': (['fit', '{tiny}', '--header', '--no-header'], 'not allowed with argument --header'),
+    'words read as data': (['fit', '{words}', '--no-header'], "line 1 (data row 1), column 1 ('x0'): non-numeric cell 'x'"),
 }
 
 
@@ -338,3 +344,85 @@ def test_printer_sees_the_rows_while_em_runs():
     assert cli.fit_estimator(est, load_faithful().data, printer=printer) == []
     assert rows == est.trace_.records() and len(rows) == 2 * est.n_iter_
     assert not any(finished)
+
+
+# ---- header rows ----------------------------------------------------------------------------------
+
+NOTE = 'klem: first row is all numbers: read as data (use --header to treat it as column names)\n'
+
+
+def test_file_without_header_keeps_its_first_row(files, tmp_path):
+    "A first row of numbers is data: the fit sees all 200 rows, says so on stderr, and matches the file with a header."
+    bare = run('fit', files['bare'], '--model', 'poisson', '--json', tmp_path/'bare.json')
+    assert bare.returncode == 0 and bare.stderr == NOTE, bare.stderr
+    named = run('fit', files['counts'], '--model', 'poisson', '--json', tmp_path/'named.json')
+    assert named.returncode == 0 and named.stderr == '', named.stderr
+    fit, ref = (json.loads((tmp_path/f'{n}.json').read_text()) for n in ('bare', 'named'))
+    assert fit['data'] == dict(path=str(files['bare']), n_samples=200, n_features=2, columns=['x0', 'x1'])
+    assert 'data row' not in bare.stdout and '200 samples, 2 features (x0, x1)' in bare.stdout
+    assert 'rate x0' in bare.stdout
+    assert fit['parameters'] == ref['parameters'] and fit['ledger'] == ref['ledger']
+
+
+def test_header_flags(capsys, files, tmp_path):
+    "--no-header says the same without the note; --header takes the first row as names, even when it is numbers."
+    assert main(['fit', files['bare'], '--model', 'poisson', '--no-header', '--json', tmp_path/'no.json']) == 0
+    assert capsys.readouterr().err == ''
+    assert json.loads((tmp_path/'no.json').read_text())['data']['n_samples'] == 200
+    first = np.loadtxt(files['bare'], delimiter=',', dtype=int)[0]
+    assert main(['fit', files['bare'], '--model', 'poisson', '--header', '--json', tmp_path/'yes.json']) == 0
+    out = capsys.readouterr()
+    assert out.err == ''
+    data = json.loads((tmp_path/'yes.json').read_text())['data']
+    assert (data['n_samples'], data['columns']) == (199, [str(v) for v in first])
+    assert main(['fit', files['counts'], '--model', 'poisson', '--header', '--json', tmp_path/'named.json']) == 0
+    assert capsys.readouterr().err == ''
+    assert json.loads((tmp_path/'named.json').read_text())['data']['columns'] == ['c1', 'c2']
+
+
+# ---- the registry ---------------------------------------------------------------------------------
+
+def test_a_new_model_is_one_registry_entry(capsys, monkeypatch, files, tmp_path):
+    "Registering a model makes it a --model choice, with its own option, data, labels, report and figure."
+    from klem_nb import cli
+    from klem_nb.gmm import GaussianMixture
+    reg = cli.Option('--reg-covar', 'reg_covar', 1e-6, 'added to the covariance diagonals', type=float)
+    model = cli.Model('ridge', 'Ridge Gaussian', 'Gaussians with a regularised covariance',
+                      'klem_nb.gmm:GaussianMixture', mean_label='centre {}', bundled=cli.MODELS['gmm'].bundled,
+                      data_help='Old Faithful again', options=(reg,), parameters=('precisions',))
+    monkeypatch.setitem(cli.MODELS, 'ridge', model)
+    assert main(['fit', '--help']) == 0
+    text = ' '.join(capsys.readouterr().out.split())          # argparse wraps the option help
+    assert 'ridge: Gaussians with a regularised covariance' in text and '--reg-covar' in text
+    assert 'ridge only: added to the covariance diagonals (default: 1e-06)' in text
+    assert '--model ridge Old Faithful again' in text
+    status = main(['fit', '--model', 'ridge', '--reg-covar', '0.5', '--json', tmp_path/'r.json',
+                   '--plot', tmp_path/'r.png'])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    assert out.out.startswith('klem fit: Ridge Gaussian mixture, k=2, reg_covar=0.5; data bundled:faithful')
+    assert 'centre eruptions' in out.out and 'covariance of component' not in out.out
+    fit = json.loads((tmp_path/'r.json').read_text())
+    assert (fit['model'], fit['reg_covar']) == ('ridge', 0.5)
+    assert sorted(fit['parameters']) == ['means', 'precisions', 'weights']
+    ref = GaussianMixture(2, reg_covar=0.5, random_state=0).fit(cli._faithful()[0])
+    np.testing.assert_allclose(fit['parameters']['precisions'], ref.precisions_, rtol=1e-10)
+    assert (tmp_path/'r.png').stat().st_size > 10_000
+    # its option belongs to it alone, and the old models keep theirs
+    assert main(['fit', '--model', 'gmm', '--reg-covar', '0.5']) == 2
+    assert 'klem: error: --reg-covar applies to --model ridge only, not to --model gmm' in capsys.readouterr().err
+    assert main(['fit', '--model', 'ridge', '--covariance-type', 'diag']) == 2
+    assert '--covariance-type applies to --model gmm only' in capsys.readouterr().err
+
+
+def test_registry_and_options():
+    from klem_nb import cli
+    assert list(cli.MODELS) == ['gmm', 'bernoulli', 'poisson'] and cli.DEFAULT_MODEL == 'gmm'
+    assert cli.make_estimator('gmm', 2, covariance_type='tied').covariance_type == 'tied'
+    assert cli.make_estimator('gmm', 2).covariance_type == 'full'
+    with pytest.raises(cli.CommandError, match='--covariance-type applies to --model gmm only'):
+        cli.make_estimator('poisson', 2, covariance_type='diag')
+    with pytest.raises(TypeError):
+        cli.make_estimator('gmm', 2, 'diag')      # the shared options are keyword-only
+    with pytest.raises(TypeError, match='unknown options'):
+        cli.make_estimator('gmm', 2, covariances='diag')

@@ -1,4 +1,4 @@
-"""Tests for klem_nb.datasets: the bundled loaders and load_csv's error messages (nbs/11_datasets.ipynb has the tour)."""
+"""Tests for klem_nb.datasets: the bundled loaders and load_csv's error messages (nbs/08_datasets.ipynb has the tour)."""
 import csv
 import subprocess
 import sys
@@ -78,6 +78,7 @@ def test_load_csv_tolerates(tmp_path):
 
 @pytest.mark.parametrize('text, message', [
     ('', 'is empty'),
+    ('1,2\n3\n', 'line 2 (data row 2): ragged rows: this row has 1 cells but the first row has 2'),
     ('\n  \n', 'is empty'),
     ('x,y\n', 'is empty: it has a header row (x, y) but no data rows'),
     ('x,y\n1,2\n3\n', 'line 3 (data row 2): ragged rows: this row has 1 cells but the header has 2'),
@@ -92,6 +93,35 @@ def test_load_csv_errors(tmp_path, text, message):
     with pytest.raises(ValueError, match='data.csv') as e:
         load_csv(p)
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize('text, header, data, columns', [
+    # detection: a first row of numbers is data, and is kept
+    ('1,2\n3,4\n', None, [[1, 2], [3, 4]], ['x0', 'x1']),
+    (' 1 , -2.5e0 \n3,4\n', None, [[1, -2.5], [3, 4]], ['x0', 'x1']),
+    ('\ufeff\n\n7\n8\n', None, [[7], [8]], ['x0']),
+    ('5,6\n', None, [[5, 6]], ['x0', 'x1']),
+    # detection: one non-number in the first row makes it a header
+    ('x,y\n1,2\n', None, [[1, 2]], ['x', 'y']),
+    ('a,2\n1,2\n', None, [[1, 2]], ['a', '2']),
+    # forced
+    ('1,2\n3,4\n', True, [[3, 4]], ['1', '2']),
+    ('1,2\n3,4\n', False, [[1, 2], [3, 4]], ['x0', 'x1']),
+    ('x,y\n1,2\n', True, [[1, 2]], ['x', 'y']),
+])
+def test_load_csv_header(tmp_path, text, header, data, columns):
+    X, cols = load_csv(_write(tmp_path, text), header=header)
+    np.testing.assert_array_equal(X, data)
+    assert X.dtype == np.float64 and cols == columns
+
+
+def test_load_csv_header_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"line 1 \(data row 1\), column 1 \('x0'\): non-numeric cell 'x'"):
+        load_csv(_write(tmp_path, 'x,y\n1,2\n'), header=False)
+    with pytest.raises(ValueError, match=r'header row \(1, 2\) but no data rows'):
+        load_csv(_write(tmp_path, '1,2\n'), header=True)
+    with pytest.raises(ValueError, match='line 2 .*non-finite'):
+        load_csv(_write(tmp_path, '1,2\n3,inf\n'))   # inf parses as a number: the first row is data
 
 
 def test_load_csv_missing_and_unreadable(tmp_path):

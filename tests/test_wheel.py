@@ -64,6 +64,7 @@ import importlib, json, pkgutil, sys
 import klem_nb
 heavy = [m for m in HEAVY if m in sys.modules]
 assert not heavy, f"import klem_nb imported {heavy}"
+assert not {'sklearn', 'scipy', 'matplotlib'} & set(sys.modules), "import klem_nb is not lazy"
 mods = [m.name for m in pkgutil.iter_modules(klem_nb.__path__, 'klem_nb.')]
 for m in mods: importlib.import_module(m)
 heavy = [m for m in HEAVY if m in sys.modules]
@@ -71,6 +72,8 @@ assert not heavy, f"importing klem_nb's modules imported {heavy}"
 from klem_nb.datasets import load_faithful, load_deaths
 from klem_nb.gmm import GaussianMixture
 from klem_nb.discrete import BernoulliMixture, PoissonMixture
+from klem_nb import GaussianMixture as G, BernoulliMixture as B, PoissonMixture as P, em, Ledger
+assert (G, B, P, em, Ledger) == (GaussianMixture, BernoulliMixture, PoissonMixture, *(getattr(sys.modules['klem_nb.em'], n) for n in ('em', 'Ledger')))
 X = load_faithful().data
 g = GaussianMixture(2, random_state=0).fit(X)
 deaths = load_deaths()
