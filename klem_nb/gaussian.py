@@ -341,52 +341,63 @@ def precision_cholesky(
     return U if full else U[0]
 
 # %% ../nbs/07_gaussian.ipynb #2c8bc975
+_EPS = np.finfo(np.float64).eps
+_SAFE = 1e-10   # largest rounding error bound (relative) allowed on the fast path; beyond it a component goes direct
+
 class GaussianKernels:
     "Fast E-step table, M-step statistics and M-step of a Gaussian mixture at one set of parameters."
     def __init__(self,
         covariance_type:str, # 'full', 'tied', 'diag' or 'spherical'
         weights:np.ndarray, # mixture weights π, shape (k,)
         means:np.ndarray, # means μ, shape (k, d)
-        precisions_chol:np.ndarray, # precision Cholesky factors L: (k, d, d), (d, d), (k, d) or (k,)
+        precisions_chol:np.ndarray|None, # precision Cholesky factors L: (k, d, d), (d, d), (k, d) or (k,); None: statistics only
         scratch:Scratch|None=None, # scratch storage to reuse across calls (per thread, so kernels can be shared)
         n_threads:int|None=1, # threads to spread chunks of rows over; None: all CPUs if a row costs enough, else 1
-        centre:np.ndarray|None=None, # the fixed frame c of the statistics, shape (d,); None: the mixture's mean
+        frames:np.ndarray|None=None, # the statistics' frame F_j of each component, fixed for a fit, shape (k, d); None: the means
     ):
         self.covariance_type, self.scratch = covariance_type, Scratch() if scratch is None else scratch
         self.weights, self.means, self.precisions_chol = weights, means, precisions_chol
         k, d = means.shape
         self.k, self.d = k, d
-        self.centre = weights @ means if centre is None else centre   # c: the frame, fixed for a whole fit
-        self.mu = mu = means - self.centre              # centred means
-        with np.errstate(divide='ignore'): log_w = np.log(weights)
+        self.frames = means if frames is None else frames
+        self.centre = weights @ means                   # c: the common frame of the fast products
+        self.mu = mu = means - self.centre              # means in that frame
+        self.delta = self.frames - self.centre          # F_j - c, to move the fast path's sums to each F_j
         U = precisions_chol
-        if covariance_type == 'full':                   # (10.1), transposed: y_iᵀ = A [x̃_i; 1]
+        if U is None: self.width, self.flops_per_row = d + 1, 0
+        else:
+            with np.errstate(divide='ignore'): self._tables(np.log(weights))
+        self.rows = max(16, CHUNK_BYTES // (8 * max(self.width, d * (k if covariance_type == 'full' else 1))))
+        self.by_rows = d >= BY_ROWS_MIN_D and covariance_type != 'full'   # layout of the scratch arrays, see `_centred`
+        if n_threads is None: n_threads = available_cpus() if self.flops_per_row >= PARALLEL_FLOPS_PER_ROW else 1
+        self.n_threads = n_threads
+
+    def _tables(self, log_w):
+        "The matrices and constants of the fast E-step (10.1)–(10.3), and each component's own constant."
+        ct, k, d, mu, U = self.covariance_type, self.k, self.d, self.mu, self.precisions_chol
+        if ct == 'full':                                # (10.1), transposed: y_iᵀ = A [x̃_i; 1]
             self.A = np.empty((k * d, d + 1))
             self.A[:, :d] = U.transpose(0, 2, 1).reshape(k * d, d)
             self.A[:, d] = -np.einsum('jd,jde->je', mu, U).reshape(k * d)
-            self.const = log_w + np.log(np.diagonal(U, axis1=1, axis2=2)).sum(1) - 0.5 * d * _LOG_2PI
-            self.width = k * d
-        elif covariance_type == 'tied':                 # y = x̃ L, then (10.3) on [y, |y|²]
+            log_det, self.width = np.log(np.diagonal(U, axis1=1, axis2=2)).sum(1), k * d
+            self.scale = (U**2).sum((1, 2))             # ‖U_j‖², for the rounding bound
+            quad = 0.0
+        elif ct == 'tied':                              # y = x̃ L, then (10.3) on [y, |y|²]
             m = mu @ U
             self.M = np.vstack([m.T, -0.5 * np.ones((1, k))])
-            self.const = log_w + np.log(np.diag(U)).sum() - 0.5 * d * _LOG_2PI - 0.5 * (m * m).sum(1)
-            self.width = d + 1
-        elif covariance_type == 'diag':                 # (10.3) on [x̃, x̃²]
+            log_det, self.width, quad = np.log(np.diag(U)).sum(), d + 1, 0.5 * (m * m).sum(1)
+        elif ct == 'diag':                              # (10.3) on [x̃, x̃²]
             p = U**2
             self.M = np.vstack([(p * mu).T, -0.5 * p.T])
-            self.const = log_w + np.log(U).sum(1) - 0.5 * d * _LOG_2PI - 0.5 * (p * mu**2).sum(1)
-            self.width = 2 * d
+            log_det, self.width, quad = np.log(U).sum(1), 2 * d, 0.5 * (p * mu**2).sum(1)
         else:                                           # spherical: (10.3) on [x̃, |x̃|²]
             p = U**2
             self.M = np.vstack([(p[:, None] * mu).T, -0.5 * p[None, :]])
-            self.const = log_w + d * np.log(U) - 0.5 * d * _LOG_2PI - 0.5 * p * (mu**2).sum(1)
-            self.width = d + 1
-        self.rows = max(16, CHUNK_BYTES // (8 * self.width))
-        self.by_rows = d >= BY_ROWS_MIN_D and covariance_type != 'full'   # layout of the scratch arrays, see `_centred`
-        self.flops_per_row = 2 * self.width * (self.A.shape[1] if covariance_type == 'full' else k) + (
-            k * d * d if covariance_type == 'full' else d * d if covariance_type == 'tied' else 0)   # E + M products
-        if n_threads is None: n_threads = available_cpus() if self.flops_per_row >= PARALLEL_FLOPS_PER_ROW else 1
-        self.n_threads = n_threads
+            log_det, self.width, quad = d * np.log(U), d + 1, 0.5 * p * (mu**2).sum(1)
+        self.const_direct = log_w + log_det - 0.5 * d * _LOG_2PI   # log π_j + log det U_j - d/2 log 2π
+        self.const = self.const_direct - quad
+        self.flops_per_row = 2 * self.width * (d + 1 if ct == 'full' else k) + (
+            k * d * d if ct == 'full' else d * d if ct == 'tied' else 0)   # E + M products
 
     def holds(self, weights, means, precisions_chol)->bool:
         "Whether these kernels were built from exactly these parameter arrays (identity, not equality)."
@@ -395,12 +406,9 @@ class GaussianKernels:
     def _centred(self, X, w, extra:int=0):
         "x̃ = X - c of a chunk as an (m, d + extra) array in worker w's scratch; columns d: are left to the caller."
         m, d = len(X), self.d
-        if self.by_rows:                                  # large d: row-major, inner loops along a row
-            xc = self.scratch.get('xc', (m, d + extra), w)
-            np.subtract(X, self.centre, out=xc[:, :d])
-        else:                                             # small d: feature-major, inner loops along a column
-            xc = self.scratch.get('xc', (d + extra, m), w).T
-            np.subtract(X, self.centre, out=xc[:, :d])
+        if self.by_rows: xc = self.scratch.get('xc', (m, d + extra), w)        # large d: row-major
+        else: xc = self.scratch.get('xc', (d + extra, m), w).T                # small d: feature-major
+        np.subtract(X, self.centre, out=xc[:, :d])
         return xc
 
     def _features(self, X, w):
@@ -415,77 +423,118 @@ class GaussianKernels:
         else: np.einsum('md,md->m', phi[:, :d], phi[:, :d], out=phi[:, d])
         return phi
 
+    def _rounding(self, phi, offsets)->np.ndarray:
+        "Each component's bound on the fast path's rounding, relative: 4ε Σ scale (max x̃² + offset²), shape (k,)."
+        d, ct = self.d, self.covariance_type
+        if ct == 'spherical':
+            return 4 * _EPS * self.precisions_chol**2 * (phi[:, d].max() + (offsets**2).sum(1))
+        big = (phi[:, :d]**2).max(0) if ct != 'diag' else phi[:, d:].max(0)   # max over rows of x̃² (tied: of (x̃L)²)
+        if ct == 'tied': return 4 * _EPS * (big.sum() + ((offsets @ self.precisions_chol)**2).sum(1))
+        return 4 * _EPS * (self.precisions_chol**2 * (big + offsets**2)).sum(1)
+
+    def _direct(self, X, j)->np.ndarray:
+        "y = (x - μ_j) L_j for the rows of a chunk: component j without expanding the square, shape (m, d)."
+        ct, U, diff = self.covariance_type, self.precisions_chol, X - self.means[j]
+        if ct == 'full': return diff @ U[j]
+        if ct == 'tied': return diff @ U
+        return diff * (U[j] if ct == 'diag' else U[j])
+
     def log_joint(self,
         X:np.ndarray, # rows, shape (n, d)
     )->np.ndarray: # log π_j + log N(x_i | μ_j, Σ_j), a new column-major array of shape (n, k)
-        "The E-step's table of log joint probabilities."
+        "The E-step's table of log joint probabilities: fast products, and the direct formula where they would round."
         n, k, d = len(X), self.k, self.d
         out = np.empty((n, k), order='F')               # column j (component j) contiguous: see below
         def chunk(a, b, w):
             if self.covariance_type == 'full':
                 xa = self._centred(X[a:b], w, extra=1)
+                big = (xa[:, :d]**2).sum(1).max()
+                unsafe = 4 * _EPS * self.scale * (big + (self.mu**2).sum(1)) > _SAFE
                 xa[:, d] = 1.0
                 y = np.matmul(self.A, xa.T, out=self.scratch.get('y', (k * d, b - a), w)).reshape(k, d, b - a)
                 np.einsum('kdm,kdm->km', y, y, out=out[a:b].T)
                 out[a:b] *= -0.5
+                out[a:b] += self.const
             else:
-                np.matmul(self.M.T, self._features(X[a:b], w).T, out=out[a:b].T)
-            out[a:b] += self.const
+                phi = self._features(X[a:b], w)
+                np.matmul(self.M.T, phi.T, out=out[a:b].T)
+                out[a:b] += self.const
+                unsafe = self._rounding(phi, self.mu) > _SAFE
+            for j in np.flatnonzero(unsafe):            # far and narrow: the expanded square would lose digits
+                y = self._direct(X[a:b], j)
+                out[a:b, j] = self.const_direct[j] - 0.5 * np.einsum('md,md->m', y, y)
         run_chunks(chunk, n, self.rows, self.n_threads)
         return out
 
     def stats(self,
         X:np.ndarray, # rows, shape (n, d)
         wresp:np.ndarray, # responsibilities times sample weights, shape (n, k)
-    )->dict: # 'nk' (k,), 'sum_x' Σ r x̃ (k, d), 'sum_xx' of the type's shape; additive over blocks of rows
-        "The M-step's sums over these rows of x̃ = x - c, in the fixed frame c: they add over blocks, iterations and θ's."
-        k, d, ct = self.k, self.d, self.covariance_type
+    )->dict: # 'nk' (k,), 'sum_x' Σ r (x - F_j) (k, d), 'sum_xx' of the type's shape; additive over blocks, iterations, θ's
+        "The M-step's sums over these rows, each component's about its own fixed frame F_j."
+        k, d, ct, F = self.k, self.d, self.covariance_type, self.frames
+        def direct(Xc, r, j):                           # Σ r (x - F_j), and its second moment of the type's shape
+            diff = Xc - F[j]
+            sx = r @ diff
+            if ct in ('full', 'tied'):
+                W = diff * np.sqrt(r)[:, None]
+                return sx, W.T @ W
+            sq = r @ diff**2
+            return sx, (sq if ct == 'diag' else sq.sum())
         def chunk(a, b, w):
-            rt, m = wresp[a:b].T, b - a
-            if ct == 'full':                              # W_j = sqrt(r_j) x̃, then S_j = W_jᵀ W_j (syrk)
-                xc = self._centred(X[a:b], w)
-                sqrt_r = np.sqrt(rt, out=self.scratch.get('sqrt_r', (k, m), w))
-                W = np.multiply(xc.T[None], sqrt_r[:, None, :], out=self.scratch.get('w', (k, d, m), w))
-                return rt @ xc, np.stack([W[j] @ W[j].T for j in range(k)])
-            if ct == 'tied':                              # Σ_i (Σ_j r_ij) x̃_i x̃_iᵀ = Wᵀ W (syrk)
-                xc = self._centred(X[a:b], w)
-                W = np.multiply(xc, np.sqrt(rt.sum(0))[:, None], out=self.scratch.get('w', (m, d), w))
-                return rt @ xc, W.T @ W
-            t = rt @ self._features(X[a:b], w)            # diag, spherical: R^T Φ holds both sums
-            return t[:, :d], (t[:, d:] if ct == 'diag' else t[:, d])
+            Xc, R = X[a:b], wresp[a:b]
+            if ct == 'full' or self.precisions_chol is None:   # per component, no expansion anywhere
+                parts = [direct(Xc, R[:, j], j) for j in range(k)]
+                sx = np.stack([p[0] for p in parts])
+                sxx = sum(p[1] for p in parts) if ct == 'tied' else np.stack([p[1] for p in parts])
+                return sx, sxx
+            rt = R.T
+            if ct == 'tied':                              # Σ_i (Σ_j r_ij) x̃_i x̃_iᵀ = Wᵀ W (syrk), then moved to each F_j
+                phi = self._features(Xc, w)               # for the rounding bound only: [x̃L, |x̃L|²]
+                unsafe = self._rounding(phi, self.delta) > _SAFE
+                xc = self._centred(Xc, w)
+                safe_r = rt[~unsafe].sum(0)
+                W = np.multiply(xc, np.sqrt(safe_r)[:, None], out=self.scratch.get('w', (b - a, d), w))
+                t1 = rt @ xc
+                sxx = W.T @ W
+                dl, n1 = self.delta[~unsafe], t1[~unsafe]
+                sxx -= n1.T @ dl + dl.T @ n1 - (rt[~unsafe].sum(1) * dl.T) @ dl
+                sx = t1 - rt.sum(1)[:, None] * self.delta
+                for j in np.flatnonzero(unsafe):
+                    sx[j], s = direct(Xc, R[:, j], j)
+                    sxx += s
+                return sx, sxx
+            phi = self._features(Xc, w)                   # diag, spherical: R^T Φ holds both sums, about c
+            t = rt @ phi
+            N = rt.sum(1)
+            sx = t[:, :d] - N[:, None] * self.delta
+            if ct == 'diag': sxx = t[:, d:] - 2 * self.delta * t[:, :d] + N[:, None] * self.delta**2
+            else: sxx = t[:, d] - 2 * (self.delta * t[:, :d]).sum(1) + N * (self.delta**2).sum(1)
+            for j in np.flatnonzero(self._rounding(phi, self.delta) > _SAFE):
+                sx[j], sxx[j] = direct(Xc, R[:, j], j)
+            return sx, sxx
         parts = run_chunks(chunk, len(X), self.rows, self.n_threads)
         return dict(nk=wresp.sum(0), sum_x=sum(p[0] for p in parts), sum_xx=sum(p[1] for p in parts))
 
     def parameters(self,
-        stats:dict, # `stats` summed over all blocks of rows
+        stats:dict, # `stats` summed over all blocks of rows, in this fit's frames
         reg_covar:float, # non-negative number added to the diagonal of each covariance
     )->tuple: # (nk (k,), means (k, d), covariances of the type's shape), as `estimate_gaussian_parameters`
-        "The M-step from the statistics: `gaussian_parameters_from_stats` in the frame c, then the means moved back."
+        "The M-step from the statistics: `gaussian_parameters_from_stats` about each frame F_j, then the means moved back."
         nk, means, cov = gaussian_parameters_from_stats(stats, reg_covar, self.covariance_type)
-        return nk, means + self.centre, cov
+        return nk, means + self.frames, cov
 
     def expected_log_joint(self,
-        stats:dict, # `stats` of some q in the same frame c, summed over rows
+        stats:dict, # `stats` of some q in the same frames, summed over rows
     )->float: # Σ_i Σ_j r_ij log(π_j N(x_i | μ_j, Σ_j)) at these kernels' parameters
         "The expected complete-data log-likelihood from the statistics alone (the ledger's M-row)."
         N, b, A, ct = stats['nk'], stats['sum_x'], stats['sum_xx'], self.covariance_type
-        U, m = self.precisions_chol, self.mu                   # m: the means in the frame c
-        with np.errstate(divide='ignore'): log_w = np.log(self.weights)
+        U, m = self.precisions_chol, self.means - self.frames   # m: each mean in its own frame (small)
         if ct in ('full', 'tied'):                             # S_j(μ) = A_j - b_j mᵀ - m b_jᵀ + N_j m mᵀ
             bm = b[:, :, None] * m[:, None, :]
             mm = N[:, None, None] * (m[:, :, None] * m[:, None, :])
-            if ct == 'full':
-                S = A - bm - bm.transpose(0, 2, 1) + mm
-                quad = np.einsum('jde,jdf,jef->j', S, U, U)    # tr(Uᵀ S_j U) = tr(P_j S_j)
-                log_det = np.log(np.diagonal(U, axis1=1, axis2=2)).sum(1)
-            else:
-                S = A - (bm + bm.transpose(0, 2, 1) - mm).sum(0)  # Σ_j S_j(μ_j): one shared precision
-                quad, log_det = np.einsum('de,df,ef->', S, U, U), np.log(np.diag(U)).sum()
-        elif ct == 'diag':
-            S = A - 2 * b * m + N[:, None] * m**2
-            quad, log_det = (S * U**2).sum(1), np.log(U).sum(1)
-        else:
-            S = A - 2 * (b * m).sum(1) + N * (m**2).sum(1)
-            quad, log_det = S * U**2, self.d * np.log(U)
-        cross = np.where(N > 0, N * (log_w + log_det - 0.5 * self.d * _LOG_2PI), 0.0)
-        return float(cross.sum() - 0.5 * quad.sum())
+            if ct == 'full': quad = np.einsum('jde,jdf,jef->', A - bm - bm.transpose(0, 2, 1) + mm, U, U)
+            else: quad = np.einsum('de,df,ef->', A - (bm + bm.transpose(0, 2, 1) - mm).sum(0), U, U)
+        elif ct == 'diag': quad = ((A - 2 * b * m + N[:, None] * m**2) * U**2).sum()
+        else: quad = ((A - 2 * (b * m).sum(1) + N * (m**2).sum(1)) * U**2).sum()
+        return float(np.where(N > 0, N * self.const_direct, 0.0).sum() - 0.5 * quad)
+

@@ -141,25 +141,20 @@ class GaussianMixture(BaseMixture):
     def _init_needs_resp(self):
         return self._weights_init is None or self._means_init is None or self._precisions_init is None
 
-    def _frame(self, X, sample_weight)->np.ndarray:
-        "The fixed frame c of this fit's statistics: the (weighted) mean of the data, shape (d,)."
-        return np.average(X, axis=0, weights=sample_weight).astype(np.float64)
-
     def _initialize(self, X, resp, sample_weight):
-        "scikit-learn's start, an M-step from `resp`, computed from statistics in the frame c; then any `*_init`."
-        self._shift = self._frame(X, sample_weight)
+        "scikit-learn's start, an M-step from `resp`; then any `*_init`. Fixes each component's frame F_j for the fit."
         weights = means = covariances = None
         if resp is not None:
             wresp = resp if sample_weight is None else resp * sample_weight[:, None]
-            k, d = self.n_components, X.shape[1]
-            unit = {'full': np.tile(np.eye(d), (k, 1, 1)), 'tied': np.eye(d), 'diag': np.ones((k, d)),
-                    'spherical': np.ones(k)}[self.covariance_type]    # any θ: only the frame matters for statistics
-            kern = GaussianKernels(self.covariance_type, np.full(k, 1 / k), np.zeros((k, d)), unit, centre=self._shift)
+            nk = wresp.sum(0)
+            frames = (wresp.T @ X) / (nk + 10 * np.finfo(float).eps)[:, None]   # each start's mean: the frames F_j
+            kern = GaussianKernels(self.covariance_type, nk / nk.sum(), frames, None, frames=frames)
             nk, means, covariances = kern.parameters(kern.stats(X, wresp), self.reg_covar)
             weights = nk / (X.shape[0] if sample_weight is None else sample_weight.sum())
         self._warn_reg_covar(X, sample_weight)
         self.weights_ = weights if self._weights_init is None else self._weights_init
         self.means_ = means if self._means_init is None else self._means_init
+        self._frames = np.array(self.means_, dtype=np.float64)    # fixed for the fit: statistics add across iterations
         if self._precisions_init is None:
             self.covariances_ = covariances
             self.precisions_cholesky_ = precision_cholesky(covariances, self.covariance_type)
@@ -172,14 +167,14 @@ class GaussianMixture(BaseMixture):
     def _build_kernels(self, scratch):
         "Fast kernels at the current parameters, kept for the rest of the fit (with their scratch space)."
         self._fit_kernels = GaussianKernels(self.covariance_type, self.weights_, self.means_, self.precisions_cholesky_,
-                                            scratch=scratch, n_threads=None, centre=self._shift)
+                                            scratch=scratch, n_threads=None, frames=self._frames)
 
     def _kernels(self):
         "The fit's kernels if they belong to the current parameters, else new ones (prediction, a warm start's first step)."
         kern = getattr(self, '_fit_kernels', None)
         if kern is not None and kern.holds(self.weights_, self.means_, self.precisions_cholesky_): return kern
         return GaussianKernels(self.covariance_type, self.weights_, self.means_, self.precisions_cholesky_,
-                               centre=getattr(self, '_shift', None))
+                               frames=getattr(self, '_frames', None))
 
     def _estimate_log_prob(self, X):
         "log N(x_i | μ_j, Σ_j), shape (n, k): the fast table less log π."
@@ -187,7 +182,8 @@ class GaussianMixture(BaseMixture):
 
     def _warn_reg_covar(self, X, sample_weight):
         "A `UserWarning` when reg_covar is not small against the data's smallest variance (the fit would be mostly floor)."
-        var = np.average((X - self._shift)**2, axis=0, weights=sample_weight).min()
+        centre = np.average(X, axis=0, weights=sample_weight)
+        var = np.average((X - centre)**2, axis=0, weights=sample_weight).min()
         if self.reg_covar > 1e-3 * var:
             warnings.warn(f"reg_covar={self.reg_covar:g} is not small against the data's smallest variance ({var:.3g}): "
                           "every covariance gets at least reg_covar on its diagonal, so the fit is shaped by it; "

@@ -3,6 +3,7 @@
 Every covariance type, several block and chunk sizes, one and two threads, sample weights, and data far from the
 origin. Nothing here is timed."""
 import numpy as np
+from scipy.special import logsumexp
 import pytest
 
 import klem_nb.gaussian as kernels
@@ -88,17 +89,58 @@ def test_large_offset(covariance_type):
 
 
 @pytest.mark.parametrize('covariance_type', TYPES)
-def test_stats_are_the_plain_ones_in_the_centred_frame(covariance_type):
+def test_stats_are_the_plain_ones_in_each_components_frame(covariance_type):
     X, resp, weights, means, U = problem(covariance_type, seed=4)
-    kern = GaussianKernels(covariance_type, weights, means, U)
-    c = weights @ means
-    plain = gaussian_stats(X - c, resp, covariance_type)             # the fixed frame c, for every type
+    F = means + np.random.default_rng(0).normal(0, 0.3, means.shape)      # frames fixed for a fit, not the means
+    kern = GaussianKernels(covariance_type, weights, means, U, frames=F)
     st = kern.stats(X, resp)
-    for key in plain: np.testing.assert_allclose(st[key], plain[key], rtol=1e-11, atol=1e-9)
+    plain = gaussian_stats(X, resp, covariance_type, shift=F)
+    np.testing.assert_allclose(st['nk'], plain['nk'], rtol=1e-12)
+    np.testing.assert_allclose(st['sum_x'], plain['sum_x'] - plain['nk'][:, None] * F, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(st['sum_xx'], plain['sum_xx'], rtol=1e-11, atol=1e-9)
     np.testing.assert_allclose(
         kern.parameters(st, 1e-3)[2],
         gaussian_parameters_from_stats(gaussian_stats(X, resp, covariance_type, shift=means), 1e-3, covariance_type,
                                        shift=means)[2], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize('covariance_type', TYPES)
+def test_fast_and_direct_paths_agree(covariance_type, monkeypatch):
+    "Forcing every component onto the direct path changes nothing but rounding: both branches are exercised."
+    X, resp, weights, means, U = problem(covariance_type, seed=5)
+    F = means + 0.1
+    fast = GaussianKernels(covariance_type, weights, means, U, frames=F)
+    lj, st = fast.log_joint(X), fast.stats(X, resp)
+    monkeypatch.setattr(kernels, '_SAFE', -1.0)                        # every bound now exceeds it
+    slow = GaussianKernels(covariance_type, weights, means, U, frames=F)
+    np.testing.assert_allclose(slow.log_joint(X), lj, rtol=1e-11)
+    for key in st: np.testing.assert_allclose(slow.stats(X, resp)[key], st[key], rtol=1e-10, atol=1e-9)
+
+
+def direct_score(gm, X):
+    "log p(x) of a fitted GaussianMixture by the unexpanded formula, component by component."
+    cols = []
+    for j in range(gm.n_components):
+        U = {'full': lambda: gm.precisions_cholesky_[j], 'tied': lambda: gm.precisions_cholesky_,
+             'diag': lambda: np.diag(gm.precisions_cholesky_[j]),
+             'spherical': lambda: np.eye(X.shape[1]) * gm.precisions_cholesky_[j]}[gm.covariance_type]()
+        y = (X - gm.means_[j]) @ U
+        cols.append(np.log(gm.weights_[j]) + np.log(np.abs(np.diag(U))).sum() - 0.5 * X.shape[1] * np.log(2 * np.pi)
+                    - 0.5 * (y * y).sum(1))
+    return logsumexp(np.array(cols).T, axis=1)
+
+
+@pytest.mark.parametrize('distance', [1e2, 1e4, 1e5])
+@pytest.mark.parametrize('covariance_type', TYPES)
+def test_narrow_far_component_is_exact(covariance_type, distance):
+    "A component of width 1e-3 at distance up to 1e5 from the rest: fit converges, score_samples is the direct formula."
+    from klem_nb.gmm import GaussianMixture
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(500, 2)), distance + 1e-3 * rng.normal(size=(50, 2))])
+    gm = GaussianMixture(2, covariance_type=covariance_type, random_state=0, reg_covar=1e-12, tol=1e-10).fit(X)
+    assert gm.converged_
+    ref = direct_score(gm, X)
+    np.testing.assert_allclose(gm.score_samples(X), ref, rtol=1e-9)
 
 
 @pytest.mark.parametrize('covariance_type', TYPES)
