@@ -10,7 +10,8 @@ __all__ = ['bernoulli_log_prob', 'log_factorial_rows', 'poisson_log_prob', 'mean
 import numpy as np
 from scipy.special import gammaln, xlogy
 
-from .base import BaseMixture
+from .base import BaseMixture, StartingResponsibilities
+from .em import DEFAULT_BLOCK_SIZE
 
 # %% ../nbs/12_discrete.ipynb #dce64617
 def bernoulli_log_prob(
@@ -149,12 +150,14 @@ class _MeanMixture(BaseMixture):
     def _initialize(self, X, resp, sample_weight):
         "M-step from q_0; one-row seeds ('k-means++', 'random_from_data') first claim their nearest rows."
         if self.init_params in ('k-means++', 'random_from_data'):
-            seeds = resp.argmax(axis=0)                                       # the row each component starts from
+            seeds = np.flatnonzero(resp.labels >= 0)[np.argsort(resp.labels[resp.labels >= 0])]   # the row of each component
             C = np.asarray(X[seeds], dtype=np.float64)
-            sq = (C**2).sum(1) - 2 * np.asarray(X, dtype=np.float64) @ C.T     # |x - c|^2 less |x|^2
-            labels = sq.argmin(axis=1)
+            labels = np.empty(len(X), dtype=np.intp)
+            for a in range(0, len(X), DEFAULT_BLOCK_SIZE):                    # nearest seed, block by block
+                sq = (C**2).sum(1) - 2 * np.asarray(X[a:a + DEFAULT_BLOCK_SIZE], dtype=np.float64) @ C.T
+                labels[a:a + DEFAULT_BLOCK_SIZE] = sq.argmin(axis=1)         # |x - c|^2 less |x|^2
             labels[seeds] = np.arange(len(seeds))                             # a seed keeps its own row
-            resp = np.eye(len(seeds))[labels]
+            resp = StartingResponsibilities(len(X), len(seeds), X.dtype, labels=labels)
         super()._initialize(X, resp, sample_weight)
 
 

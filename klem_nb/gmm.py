@@ -17,6 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from .gaussian import COVARIANCE_TYPES, estimate_gaussian_parameters, estimate_log_gaussian_prob
 from .gaussian import GaussianKernels, Scratch, one_blas_thread, precision_cholesky
 from .base import BaseMixture
+from .em import DEFAULT_BLOCK_SIZE
 
 # %% ../nbs/11_gmm.ipynb #87b2ef6d
 def _precision_shape(covariance_type:str, k:int, d:int)->tuple:
@@ -144,12 +145,12 @@ class GaussianMixture(BaseMixture):
     def _initialize(self, X, resp, sample_weight):
         "scikit-learn's start, an M-step from `resp`; then any `*_init`. Fixes each component's frame F_j for the fit."
         weights = means = covariances = None
-        if resp is not None:
-            wresp = resp if sample_weight is None else resp * sample_weight[:, None]
-            nk = wresp.sum(0)
-            frames = (wresp.T @ X) / (nk + 10 * np.finfo(float).eps)[:, None]   # each start's mean: the frames F_j
+        if resp is not None:                       # two passes over q_0's blocks: the frames F_j, then the statistics
+            first = self._start_stats(X, resp, sample_weight, lambda Xb, r: dict(nk=r.sum(0), sx=r.T @ Xb))
+            nk = first['nk']
+            frames = first['sx'] / (nk + 10 * np.finfo(float).eps)[:, None]   # each start's mean: the frames F_j
             kern = GaussianKernels(self.covariance_type, nk / nk.sum(), frames, None, frames=frames)
-            nk, means, covariances = kern.parameters(kern.stats(X, wresp), self.reg_covar)
+            nk, means, covariances = kern.parameters(self._start_stats(X, resp, sample_weight, kern.stats), self.reg_covar)
             weights = nk / (X.shape[0] if sample_weight is None else sample_weight.sum())
         self._warn_reg_covar(X, sample_weight)
         self.weights_ = weights if self._weights_init is None else self._weights_init
@@ -182,8 +183,10 @@ class GaussianMixture(BaseMixture):
 
     def _warn_reg_covar(self, X, sample_weight):
         "A `UserWarning` when reg_covar is not small against the data's smallest variance (the fit would be mostly floor)."
-        centre = np.average(X, axis=0, weights=sample_weight)
-        var = np.average((X - centre)**2, axis=0, weights=sample_weight).min()
+        w = np.ones(len(X)) if sample_weight is None else sample_weight
+        centre = (w @ X) / w.sum()
+        var = (sum(w[a:a + DEFAULT_BLOCK_SIZE] @ (X[a:a + DEFAULT_BLOCK_SIZE] - centre)**2     # block by block:
+                   for a in range(0, len(X), DEFAULT_BLOCK_SIZE)) / w.sum()).min()           # no copy of X
         if self.reg_covar > 1e-3 * var:
             warnings.warn(f"reg_covar={self.reg_covar:g} is not small against the data's smallest variance ({var:.3g}): "
                           "every covariance gets at least reg_covar on its diagonal, so the fit is shaped by it; "
