@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['COVARIANCE_TYPES', 'MODELS', 'DEFAULT_MODEL', 'CommandError', 'Option', 'Model', 'build_parser', 'check_data',
-           'load_data', 'check_options', 'make_estimator', 'LedgerPrinter', 'fit_estimator', 'format_table',
-           'parameter_tables', 'information_criteria', 'fit_report', 'save_figure', 'fit_command', 'main']
+           'load_data', 'check_options', 'make_estimator', 'fit_estimator', 'format_table', 'parameter_tables',
+           'information_criteria', 'fit_report', 'save_figure', 'fit_command', 'main']
 
 # %% ../nbs/14_cli.ipynb #8790b910
 import argparse
@@ -15,7 +15,6 @@ import json
 import math
 import os
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 
@@ -285,57 +284,12 @@ def make_estimator(
     return MODELS[model].make(k, max_iter, tol, seed, **options)
 
 # %% ../nbs/14_cli.ipynb #470924cf
-class LedgerPrinter:
-    "Show EM's ledger rows as they arrive: one updating line on a terminal, one line per half-step elsewhere."
-    header = f"{'iteration':>9} {'step':>4} {'log-likelihood':>18} {'free energy':>18} {'KL gap':>10}"
-
-    def __init__(self,
-        stream=None, # where to write; None means `sys.stdout` at the time of writing
-        live:bool|None=None, # one updating line (True) or one line per row (False); None: live if `stream` is a terminal
-        tol:float|None=None, # the convergence tolerance, shown beside the change on the live line
-        interval:float=0.05, # least number of seconds between two redraws of the live line
-    ):
-        self.stream, self.tol, self.interval = stream, tol, interval
-        self.live = bool(self._out.isatty()) if live is None else live
-        self.n_rows, self.last_e, self.change = 0, None, math.nan
-        self.width, self.drawn_at, self.pending = 0, -math.inf, None
-
-    @property
-    def _out(self): return sys.stdout if self.stream is None else self.stream
-
-    def __call__(self,
-        row:dict, # one ledger row: iteration, step, log_likelihood, free_energy, kl_gap
-    ):
-        "Show one ledger row."
-        if row['step'] == 'E':
-            if self.last_e is not None: self.change = row['log_likelihood'] - self.last_e
-            self.last_e = row['log_likelihood']
-        self.n_rows += 1
-        if self.live: self._draw(row)
-        else:
-            if self.n_rows == 1: print(self.header, file=self._out)
-            print(f"{row['iteration']:>9d} {row['step']:>4} {row['log_likelihood']:>18.10f} "
-                  f"{row['free_energy']:>18.10f} {row['kl_gap']:>10.3e}", file=self._out)
-
-    def _draw(self, row, force=False):
-        "Rewrite the live line with `row`, unless the last redraw was less than `interval` ago."
-        self.pending = row
-        now = time.monotonic()
-        if not force and now - self.drawn_at < self.interval: return
-        change = '' if math.isnan(self.change) else f"  change {self.change:+.2e}"
-        tol = f" (tol {self.tol:g})" if change and self.tol is not None else ''
-        text = (f"EM iteration {row['iteration']:>4d} {row['step']}  log-likelihood {row['log_likelihood']:.8f}"
-                f"{change}{tol}  KL gap {row['kl_gap']:.2e}")
-        self._out.write('\r' + text.ljust(self.width))          # pad to wipe a longer previous line
-        self._out.flush()
-        self.width, self.drawn_at = len(text), now
-
-    def close(self):
-        "Finish: on a terminal, draw the last row and end the live line."
-        if self.live and self.pending is not None:
-            self._draw(self.pending, force=True)
-            self._out.write('\n')
-            self._out.flush()
+def __getattr__(name):
+    "`LedgerPrinter` from `klem_nb.base`, loaded on first use so that importing the command needs no scikit-learn."
+    if name == 'LedgerPrinter':
+        from klem_nb.base import LedgerPrinter
+        return LedgerPrinter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/14_cli.ipynb #eac1b2fc
 def fit_estimator(
@@ -470,6 +424,7 @@ def fit_command(
 )->int: # exit status 0; problems raise `CommandError`
     "Run `klem fit`: read, fit with a live ledger, print the parameters and verdict, write the requested files."
     out, spec = sys.stdout, MODELS[args.model]
+    from klem_nb.base import LedgerPrinter   # here, not at the top: `klem --help` needs no scikit-learn
     options = {o.param: getattr(args, o.param) for o in _model_options()}
     check_options(args.model, options)
     for path, option in ((args.json, '--json'), (args.plot, '--plot')):

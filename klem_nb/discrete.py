@@ -167,7 +167,77 @@ class _MeanMixture(BaseMixture):
 
 # %% ../nbs/12_discrete.ipynb #c16ae485
 class BernoulliMixture(_MeanMixture):
-    "Mixture of products of independent Bernoullis for binary data, with scikit-learn's mixture API, fitted by EM."
+    """Mixture of products of independent Bernoullis for binary data, with scikit-learn's mixture API, fitted by EM.
+
+    Each component gives every feature its own probability of being 1, independently of the other features.
+    `fit`, `fit_predict`, `score`, `bic` and `aic` take `sample_weight`, and `fit` takes `callback`, called with
+    each ledger row while EM runs. The seeding starts ('k-means++', 'random_from_data') first give every row to
+    its nearest seed, so that no component starts from a single row of zeros and ones. For counts see
+    `PoissonMixture`, for real-valued data `GaussianMixture`.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        The number of mixture components k.
+    tol : float, default=1e-3
+        The convergence threshold. A run stops when its lower bound (the mean log-likelihood per sample) gains
+        less than `tol` in one iteration.
+    max_iter : int, default=100
+        The largest number of EM iterations in one run. With 0 the initial parameters are kept and nothing is
+        fitted.
+    n_init : int, default=1
+        The number of runs, each from its own start. The run with the highest final lower bound is kept.
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, default='kmeans'
+        How the starting responsibilities are drawn: the labels of one k-means run, the seeds of k-means++,
+        uniform random responsibilities, or k rows chosen at random.
+    random_state : int, RandomState instance or None, default=None
+        Controls the random starts and the draws of `sample`. Pass an int for results that repeat.
+    warm_start : bool, default=False
+        If True, every `fit` after the first continues from the parameters of the previous one, in a single run
+        (`n_init` is ignored). Useful when fitting in steps of `max_iter` iterations.
+    verbose : int, default=0
+        0 prints nothing. 1 prints scikit-learn's lines: the start of each run, every `verbose_interval`-th
+        iteration, and whether the run converged. 2 adds the time since the previous line, the change of the
+        log-likelihood, and each run's final lower bound.
+    verbose_interval : int, default=10
+        The number of iterations between two iteration lines.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+        The weight of each component.
+    means_ : ndarray of shape (n_components, n_features)
+        The probability that each feature is 1 in each component.
+    converged_ : bool
+        True when the kept run converged: its lower bound gained less than `tol` before `max_iter` ran out.
+    n_iter_ : int
+        The number of EM iterations of the kept run.
+    lower_bound_ : float
+        The final lower bound of the kept run: the mean log-likelihood per sample of the training data (weighted
+        by `sample_weight` when given). -inf when `max_iter=0`.
+    lower_bounds_ : ndarray of shape (n_iter_,)
+        The lower bound after each iteration of the kept run.
+    trace_ : klem_nb.em.Ledger
+        The ledger of the kept run: a record array with one row per half-step and the fields `iteration`, `step`
+        ('E' or 'M'), `log_likelihood`, `free_energy` and `kl_gap`. Its rows are those passed to
+        `fit(X, callback=f)`.
+    n_features_in_ : int
+        The number of features seen during `fit`.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        The names of the features seen during `fit`. Defined only when `X` has feature names that are all
+        strings.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from klem_nb import BernoulliMixture
+    >>> X = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 1], [0, 0, 1]])
+    >>> bm = BernoulliMixture(n_components=2, random_state=0).fit(X)
+    >>> bm.weights_
+    array([0.5, 0.5])
+    >>> bm.predict([[1, 1, 0], [0, 0, 1]])
+    array([1, 0])
+    """
     _max_mean = 1.0
 
     def _check_data(self, X): check_binary(X, type(self).__name__)
@@ -193,7 +263,78 @@ class BernoulliMixture(_MeanMixture):
 
 # %% ../nbs/12_discrete.ipynb #9753363a
 class PoissonMixture(_MeanMixture):
-    "Mixture of products of independent Poissons for count data, with scikit-learn's mixture API, fitted by EM."
+    """Mixture of products of independent Poissons for count data, with scikit-learn's mixture API, fitted by EM.
+
+    Each component gives every feature its own Poisson rate, independently of the other features. `fit`,
+    `fit_predict`, `score`, `bic` and `aic` take `sample_weight` (a table of counts and how often each was seen
+    is one row per value, weighted by its frequency), and `fit` takes `callback`, called with each ledger row
+    while EM runs. The seeding starts ('k-means++', 'random_from_data') first give every row to its nearest seed.
+    For binary data see `BernoulliMixture`, for real-valued data `GaussianMixture`.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        The number of mixture components k.
+    tol : float, default=1e-3
+        The convergence threshold. A run stops when its lower bound (the mean log-likelihood per sample) gains
+        less than `tol` in one iteration.
+    max_iter : int, default=100
+        The largest number of EM iterations in one run. With 0 the initial parameters are kept and nothing is
+        fitted.
+    n_init : int, default=1
+        The number of runs, each from its own start. The run with the highest final lower bound is kept.
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, default='kmeans'
+        How the starting responsibilities are drawn: the labels of one k-means run, the seeds of k-means++,
+        uniform random responsibilities, or k rows chosen at random.
+    random_state : int, RandomState instance or None, default=None
+        Controls the random starts and the draws of `sample`. Pass an int for results that repeat.
+    warm_start : bool, default=False
+        If True, every `fit` after the first continues from the parameters of the previous one, in a single run
+        (`n_init` is ignored). Useful when fitting in steps of `max_iter` iterations.
+    verbose : int, default=0
+        0 prints nothing. 1 prints scikit-learn's lines: the start of each run, every `verbose_interval`-th
+        iteration, and whether the run converged. 2 adds the time since the previous line, the change of the
+        log-likelihood, and each run's final lower bound.
+    verbose_interval : int, default=10
+        The number of iterations between two iteration lines.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+        The weight of each component.
+    means_ : ndarray of shape (n_components, n_features)
+        The Poisson rate (the mean count) of each feature in each component.
+    converged_ : bool
+        True when the kept run converged: its lower bound gained less than `tol` before `max_iter` ran out.
+    n_iter_ : int
+        The number of EM iterations of the kept run.
+    lower_bound_ : float
+        The final lower bound of the kept run: the mean log-likelihood per sample of the training data (weighted
+        by `sample_weight` when given). -inf when `max_iter=0`.
+    lower_bounds_ : ndarray of shape (n_iter_,)
+        The lower bound after each iteration of the kept run.
+    trace_ : klem_nb.em.Ledger
+        The ledger of the kept run: a record array with one row per half-step and the fields `iteration`, `step`
+        ('E' or 'M'), `log_likelihood`, `free_energy` and `kl_gap`. Its rows are those passed to
+        `fit(X, callback=f)`.
+    n_features_in_ : int
+        The number of features seen during `fit`.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        The names of the features seen during `fit`. Defined only when `X` has feature names that are all
+        strings.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from klem_nb import PoissonMixture
+    >>> X = np.array([[0, 1], [1, 0], [2, 1], [9, 7], [11, 8], [10, 6]])
+    >>> pm = PoissonMixture(n_components=2, random_state=0).fit(X)
+    >>> pm.means_.round(2)
+    array([[10.  ,  7.  ],
+           [ 1.  ,  0.67]])
+    >>> pm.predict([[1, 1], [10, 7]])
+    array([1, 0])
+    """
 
     def _check_data(self, X): check_counts(X, type(self).__name__)
 

@@ -93,7 +93,109 @@ def covariances_from_precisions_cholesky(
 
 # %% ../nbs/11_gmm.ipynb #0de22521
 class GaussianMixture(BaseMixture):
-    "Gaussian mixture with scikit-learn's API, fitted by klem_nb's EM engine."
+    """Gaussian mixture with scikit-learn's API, fitted by klem_nb's EM engine.
+
+    The parameters are those of `sklearn.mixture.GaussianMixture` and the fits match its fits; the fitted
+    attributes add `trace_`, the ledger of EM's half-steps.
+    `fit`, `fit_predict`, `score`, `bic` and `aic` take `sample_weight`, and `fit` takes `callback`, called with
+    each ledger row while EM runs. For binary data see `BernoulliMixture`, for counts `PoissonMixture`.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        The number of mixture components k.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+        The form of the covariances: 'full', each component its own matrix; 'tied', one matrix shared by all
+        components; 'diag', each component its own diagonal; 'spherical', each component its own single variance.
+    tol : float, default=1e-3
+        The convergence threshold. A run stops when its lower bound (the mean log-likelihood per sample) gains
+        less than `tol` in one iteration.
+    reg_covar : float, default=1e-6
+        A non-negative number added to the diagonal of every covariance, so that all of them stay positive
+        definite.
+    max_iter : int, default=100
+        The largest number of EM iterations in one run. With 0 the initial parameters are kept and nothing is
+        fitted.
+    n_init : int, default=1
+        The number of runs, each from its own start. The run with the highest final lower bound is kept.
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, default='kmeans'
+        How the starting responsibilities are drawn: the labels of one k-means run, the seeds of k-means++,
+        uniform random responsibilities, or k rows chosen at random.
+    weights_init : array-like of shape (n_components,), default=None
+        The starting weights. None: from `init_params`.
+    means_init : array-like of shape (n_components, n_features), default=None
+        The starting means. None: from `init_params`.
+    precisions_init : array-like, default=None
+        The starting precisions (inverse covariances), shaped by `covariance_type`::
+
+            (n_components,)                        if 'spherical',
+            (n_features, n_features)               if 'tied',
+            (n_components, n_features)             if 'diag',
+            (n_components, n_features, n_features) if 'full'
+
+        None: from `init_params`.
+    random_state : int, RandomState instance or None, default=None
+        Controls the random starts and the draws of `sample`. Pass an int for results that repeat.
+    warm_start : bool, default=False
+        If True, every `fit` after the first continues from the parameters of the previous one, in a single run
+        (`n_init` is ignored). Useful when fitting in steps of `max_iter` iterations.
+    verbose : int, default=0
+        0 prints nothing. 1 prints scikit-learn's lines: the start of each run, every `verbose_interval`-th
+        iteration, and whether the run converged. 2 adds the time since the previous line, the change of the
+        log-likelihood, and each run's final lower bound.
+    verbose_interval : int, default=10
+        The number of iterations between two iteration lines.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+        The weight of each component.
+    means_ : ndarray of shape (n_components, n_features)
+        The mean of each component.
+    covariances_ : ndarray
+        The covariance of each component, shaped by `covariance_type`::
+
+            (n_components,)                        if 'spherical',
+            (n_features, n_features)               if 'tied',
+            (n_components, n_features)             if 'diag',
+            (n_components, n_features, n_features) if 'full'
+
+    precisions_ : ndarray
+        The precision matrices (inverse covariances), shaped as `covariances_`.
+    precisions_cholesky_ : ndarray
+        The Cholesky factors of the precision matrices, shaped as `covariances_`. The log-densities are computed
+        from these, so that no covariance is ever inverted.
+    converged_ : bool
+        True when the kept run converged: its lower bound gained less than `tol` before `max_iter` ran out.
+    n_iter_ : int
+        The number of EM iterations of the kept run.
+    lower_bound_ : float
+        The final lower bound of the kept run: the mean log-likelihood per sample of the training data (weighted
+        by `sample_weight` when given). -inf when `max_iter=0`.
+    lower_bounds_ : ndarray of shape (n_iter_,)
+        The lower bound after each iteration of the kept run.
+    trace_ : klem_nb.em.Ledger
+        The ledger of the kept run: a record array with one row per half-step and the fields `iteration`, `step`
+        ('E' or 'M'), `log_likelihood`, `free_energy` and `kl_gap`. Its rows are those passed to
+        `fit(X, callback=f)`.
+    n_features_in_ : int
+        The number of features seen during `fit`.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        The names of the features seen during `fit`. Defined only when `X` has feature names that are all
+        strings.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from klem_nb import GaussianMixture
+    >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+    >>> gm = GaussianMixture(n_components=2, random_state=0).fit(X)
+    >>> gm.means_
+    array([[10.,  2.],
+           [ 1.,  2.]])
+    >>> gm.predict([[0, 0], [12, 3]])
+    array([1, 0])
+    """
     _parameter_constraints: dict = {
         **BaseMixture._parameter_constraints,
         "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
