@@ -268,9 +268,9 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         return sum_stats(stats_of(X[a:b], q if sample_weight is None else q * sample_weight[a:b, None])
                          for a, b, q in resp.blocks())
 
-    @abstractmethod
     def _estimate_log_prob(self, X):
-        "log p(x_i | z=j) at the current parameters, shape (n, k)."
+        "log p(x_i | z=j) at the current parameters, shape (n, k); a model may instead override `_estimate_weighted_log_prob`."
+        raise NotImplementedError(f"{type(self).__name__} must implement _estimate_log_prob or _estimate_weighted_log_prob")
 
     def _estimate_log_weights(self):
         "log π_j, shape (k,)."

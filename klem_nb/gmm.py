@@ -279,10 +279,6 @@ class GaussianMixture(BaseMixture):
         return GaussianKernels(self.covariance_type, self.weights_, self.means_, self.precisions_cholesky_,
                                frames=getattr(self, '_frames', None))
 
-    def _estimate_log_prob(self, X):
-        "log N(x_i | μ_j, Σ_j), shape (n, k): the fast table less log π."
-        with np.errstate(divide='ignore'): return self._estimate_weighted_log_prob(X) - np.log(self.weights_)
-
     def _warn_reg_covar(self, X, sample_weight):
         "A `UserWarning` when reg_covar is not small against the data's smallest variance (the fit would be mostly floor)."
         w = np.ones(len(X)) if sample_weight is None else sample_weight
