@@ -354,6 +354,7 @@ class GaussianKernels:
         scratch:Scratch|None=None, # scratch storage to reuse across calls (per thread, so kernels can be shared)
         n_threads:int|None=1, # threads to spread chunks of rows over; None: all CPUs if a row costs enough, else 1
         frames:np.ndarray|None=None, # the statistics' frame F_j of each component, fixed for a fit, shape (k, d); None: the means
+        box:tuple|None=None, # (lo, hi), each (d,): bounds of every row the kernels will see (a fit's data); None: per call
     ):
         self.covariance_type, self.scratch = covariance_type, Scratch() if scratch is None else scratch
         self.weights, self.means, self.precisions_chol = weights, means, precisions_chol
@@ -363,6 +364,7 @@ class GaussianKernels:
         self.centre = weights @ means                   # c: the common frame of the fast products
         self.mu = mu = means - self.centre              # means in that frame
         self.delta = self.frames - self.centre          # F_j - c, to move the fast path's sums to each F_j
+        self.box = box
         U = precisions_chol
         if U is None: self.width, self.flops_per_row = d + 1, 0
         else:
@@ -380,7 +382,7 @@ class GaussianKernels:
             self.A[:, :d] = U.transpose(0, 2, 1).reshape(k * d, d)
             self.A[:, d] = -np.einsum('jd,jde->je', mu, U).reshape(k * d)
             log_det, self.width = np.log(np.diagonal(U, axis1=1, axis2=2)).sum(1), k * d
-            self.scale = (U**2).sum((1, 2))             # ‖U_j‖², for the rounding bound
+            self.scale = np.linalg.norm(U, 2, axis=(1, 2))**2   # ‖U_j‖₂², the largest precision: the rounding bound
             quad = 0.0
         elif ct == 'tied':                              # y = x̃ L, then (10.3) on [y, |y|²]
             m = mu @ U
@@ -423,14 +425,16 @@ class GaussianKernels:
         else: np.einsum('md,md->m', phi[:, :d], phi[:, :d], out=phi[:, d])
         return phi
 
-    def _rounding(self, phi, offsets)->np.ndarray:
-        "Each component's bound on the fast path's rounding, relative: 4ε Σ scale (max x̃² + offset²), shape (k,)."
-        d, ct = self.d, self.covariance_type
-        if ct == 'spherical':
-            return 4 * _EPS * self.precisions_chol**2 * (phi[:, d].max() + (offsets**2).sum(1))
-        big = (phi[:, :d]**2).max(0) if ct != 'diag' else phi[:, d:].max(0)   # max over rows of x̃² (tied: of (x̃L)²)
-        if ct == 'tied': return 4 * _EPS * (big.sum() + ((offsets @ self.precisions_chol)**2).sum(1))
-        return 4 * _EPS * (self.precisions_chol**2 * (big + offsets**2)).sum(1)
+    def _unsafe(self, X, offsets)->np.ndarray:
+        "Components whose fast-path rounding bound (7.9) exceeds `_SAFE` for rows like X (within `box`), shape (k,)."
+        lo, hi = self.box if self.box is not None else (X.min(0), X.max(0))
+        big = np.maximum((lo - self.centre)**2, (hi - self.centre)**2)          # max over rows of x̃², per feature
+        ct, U = self.covariance_type, self.precisions_chol
+        if ct == 'full': bound = np.sqrt(self.scale * big.sum()) + np.sqrt(self.scale * (offsets**2).sum(1))   # y is not squared out
+        elif ct == 'tied': bound = np.linalg.norm(U, 2)**2 * big.sum() + ((offsets @ U)**2).sum(1)
+        elif ct == 'diag': bound = (U**2 * (big + offsets**2)).sum(1)
+        else: bound = U**2 * (big.sum() + (offsets**2).sum(1))
+        return 4 * _EPS * bound > _SAFE
 
     def _direct(self, X, j)->np.ndarray:
         "y = (x - μ_j) L_j for the rows of a chunk: component j without expanding the square, shape (m, d)."
@@ -445,22 +449,19 @@ class GaussianKernels:
         "The E-step's table of log joint probabilities: fast products, and the direct formula where they would round."
         n, k, d = len(X), self.k, self.d
         out = np.empty((n, k), order='F')               # column j (component j) contiguous: see below
+        unsafe = np.flatnonzero(self._unsafe(X, self.mu)) if n else []
         def chunk(a, b, w):
             if self.covariance_type == 'full':
                 xa = self._centred(X[a:b], w, extra=1)
-                big = (xa[:, :d]**2).sum(1).max()
-                unsafe = 4 * _EPS * self.scale * (big + (self.mu**2).sum(1)) > _SAFE
                 xa[:, d] = 1.0
                 y = np.matmul(self.A, xa.T, out=self.scratch.get('y', (k * d, b - a), w)).reshape(k, d, b - a)
                 np.einsum('kdm,kdm->km', y, y, out=out[a:b].T)
                 out[a:b] *= -0.5
                 out[a:b] += self.const
             else:
-                phi = self._features(X[a:b], w)
-                np.matmul(self.M.T, phi.T, out=out[a:b].T)
+                np.matmul(self.M.T, self._features(X[a:b], w).T, out=out[a:b].T)
                 out[a:b] += self.const
-                unsafe = self._rounding(phi, self.mu) > _SAFE
-            for j in np.flatnonzero(unsafe):            # far and narrow: the expanded square would lose digits
+            for j in unsafe:            # far and narrow: the expanded square would lose digits
                 y = self._direct(X[a:b], j)
                 out[a:b, j] = self.const_direct[j] - 0.5 * np.einsum('md,md->m', y, y)
         run_chunks(chunk, n, self.rows, self.n_threads)
@@ -472,6 +473,8 @@ class GaussianKernels:
     )->dict: # 'nk' (k,), 'sum_x' Σ r (x - F_j) (k, d), 'sum_xx' of the type's shape; additive over blocks, iterations, θ's
         "The M-step's sums over these rows, each component's about its own fixed frame F_j."
         k, d, ct, F = self.k, self.d, self.covariance_type, self.frames
+        if self.precisions_chol is None: unsafe = np.ones(k, bool)   # a start: no θ to bound the rounding with
+        else: unsafe = self._unsafe(X, self.delta) if len(X) else np.zeros(k, bool)
         def direct(Xc, r, j):                           # Σ r (x - F_j), and its second moment of the type's shape
             diff = Xc - F[j]
             sx = r @ diff
@@ -482,34 +485,39 @@ class GaussianKernels:
             return sx, (sq if ct == 'diag' else sq.sum())
         def chunk(a, b, w):
             Xc, R = X[a:b], wresp[a:b]
-            if ct == 'full' or self.precisions_chol is None:   # per component, no expansion anywhere
+            rt, m = R.T, b - a
+            if ct == 'full' and not unsafe.all():         # W_j = sqrt(r_j) (x̃ - δ_j), one contiguous slab each; S_j = W_j W_jᵀ
+                xc = self._centred(Xc, w)
+                sqrt_r = np.sqrt(rt, out=self.scratch.get('sqrt_r', (k, m), w))
+                W = np.subtract(xc.T[None], self.delta[:, :, None], out=self.scratch.get('w', (k, d, m), w))
+                for j in np.flatnonzero(unsafe): np.subtract(Xc.T, F[j][:, None], out=W[j])   # far: x - F_j itself
+                W *= sqrt_r[:, None, :]
+                sx = rt @ xc - rt.sum(1)[:, None] * self.delta
+                for j in np.flatnonzero(unsafe): sx[j] = W[j] @ sqrt_r[j]
+                return sx, np.stack([W[j] @ W[j].T for j in range(k)])
+            if unsafe.all():                              # per component, no expansion anywhere
                 parts = [direct(Xc, R[:, j], j) for j in range(k)]
                 sx = np.stack([p[0] for p in parts])
-                sxx = sum(p[1] for p in parts) if ct == 'tied' else np.stack([p[1] for p in parts])
-                return sx, sxx
-            rt = R.T
+                return sx, (sum(p[1] for p in parts) if ct == 'tied' else np.stack([p[1] for p in parts]))
             if ct == 'tied':                              # Σ_i (Σ_j r_ij) x̃_i x̃_iᵀ = Wᵀ W (syrk), then moved to each F_j
-                phi = self._features(Xc, w)               # for the rounding bound only: [x̃L, |x̃L|²]
-                unsafe = self._rounding(phi, self.delta) > _SAFE
                 xc = self._centred(Xc, w)
                 safe_r = rt[~unsafe].sum(0)
-                W = np.multiply(xc, np.sqrt(safe_r)[:, None], out=self.scratch.get('w', (b - a, d), w))
+                W = np.multiply(xc, np.sqrt(safe_r)[:, None], out=self.scratch.get('w', (m, d), w))
                 t1 = rt @ xc
                 sxx = W.T @ W
                 dl, n1 = self.delta[~unsafe], t1[~unsafe]
                 sxx -= n1.T @ dl + dl.T @ n1 - (rt[~unsafe].sum(1) * dl.T) @ dl
                 sx = t1 - rt.sum(1)[:, None] * self.delta
                 for j in np.flatnonzero(unsafe):
-                    sx[j], s = direct(Xc, R[:, j], j)
-                    sxx += s
+                    sx[j], s_j = direct(Xc, R[:, j], j)
+                    sxx += s_j
                 return sx, sxx
-            phi = self._features(Xc, w)                   # diag, spherical: R^T Φ holds both sums, about c
-            t = rt @ phi
+            t = rt @ self._features(Xc, w)                # diag, spherical: R^T Φ holds both sums, about c
             N = rt.sum(1)
             sx = t[:, :d] - N[:, None] * self.delta
             if ct == 'diag': sxx = t[:, d:] - 2 * self.delta * t[:, :d] + N[:, None] * self.delta**2
             else: sxx = t[:, d] - 2 * (self.delta * t[:, :d]).sum(1) + N * (self.delta**2).sum(1)
-            for j in np.flatnonzero(self._rounding(phi, self.delta) > _SAFE):
+            for j in np.flatnonzero(unsafe):
                 sx[j], sxx[j] = direct(Xc, R[:, j], j)
             return sx, sxx
         parts = run_chunks(chunk, len(X), self.rows, self.n_threads)

@@ -236,6 +236,7 @@ class GaussianMixture(BaseMixture):
     def _check_parameters(self, X):
         "Validate the starting values against the data (stored privately; the parameters stay as given)."
         k, d = self.n_components, X.shape[1]
+        self._box = (X.min(axis=0).astype(np.float64), X.max(axis=0).astype(np.float64))   # for the kernels' rounding bound
         self._weights_init = None if self.weights_init is None else check_weights_init(self.weights_init, k)
         self._means_init = None if self.means_init is None else check_means_init(self.means_init, k, d)
         self._precisions_init = (None if self.precisions_init is None else
@@ -270,7 +271,8 @@ class GaussianMixture(BaseMixture):
     def _build_kernels(self, scratch):
         "Fast kernels at the current parameters, kept for the rest of the fit (with their scratch space)."
         self._fit_kernels = GaussianKernels(self.covariance_type, self.weights_, self.means_, self.precisions_cholesky_,
-                                            scratch=scratch, n_threads=None, frames=self._frames)
+                                            scratch=scratch, n_threads=None, frames=self._frames,
+                                            box=self._box)
 
     def _kernels(self):
         "The fit's kernels if they belong to the current parameters, else new ones (prediction, a warm start's first step)."
