@@ -54,15 +54,16 @@ class MixtureEMModel(LatentClassModel):
 INIT_PARAMS = ('kmeans', 'k-means++', 'random', 'random_from_data')
 
 class StartingResponsibilities:
-    "q_0 without an (n, k) array: one-hot rows from `labels` (-1: no class) or uniform rows from a saved random state."
+    "q_0 without an (n, k) array: one-hot rows from `labels` or `seeds`, or uniform rows from a saved random state."
     def __init__(self,
         n:int, # number of rows
         k:int, # number of components
         dtype=np.float64, # dtype of the blocks (the data's)
-        labels:np.ndarray|None=None, # the class of each row, shape (n,); -1 for a row of zeros
+        labels:np.ndarray|None=None, # the class of each row, shape (n,)
+        seeds:np.ndarray|None=None, # the one row of each class, shape (k,); every other row is all zeros
         state:tuple|None=None, # a `RandomState.get_state()` whose next n·k uniforms are q_0 before normalising
     ):
-        self.n, self.k, self.dtype, self.labels, self.state = n, k, dtype, labels, state
+        self.n, self.k, self.dtype, self.labels, self.seeds, self.state = n, k, dtype, labels, seeds, state
 
     def blocks(self,
         block_size:int=DEFAULT_BLOCK_SIZE, # rows per block
@@ -78,8 +79,10 @@ class StartingResponsibilities:
                 q /= q.sum(axis=1)[:, None]
             else:
                 q = np.zeros((b - a, self.k), dtype=self.dtype)
-                lab = self.labels[a:b]
-                q[np.flatnonzero(lab >= 0), lab[lab >= 0]] = 1
+                if self.labels is not None: q[np.arange(b - a), self.labels[a:b]] = 1
+                else:
+                    inside = (self.seeds >= a) & (self.seeds < b)
+                    q[self.seeds[inside] - a, np.flatnonzero(inside)] = 1
             yield a, b, q
 
     def toarray(self)->np.ndarray: # q_0 as one (n, k) array: for small data and for reading
@@ -106,12 +109,11 @@ def initial_responsibilities(
         return StartingResponsibilities(n, k, X.dtype, state=state)
     elif init_params in ('random_from_data', 'k-means++'):
         if init_params == 'random_from_data':
-            rows = np.arange(n) if sample_weight is None else np.flatnonzero(np.asarray(sample_weight) > 0)
-            if len(rows) < k: rows = np.arange(n)
-            seeds = random_state.choice(rows, size=k, replace=False)
+            rows = n if sample_weight is None else np.flatnonzero(np.asarray(sample_weight) > 0)
+            if sample_weight is not None and len(rows) < k: rows = n
+            seeds = random_state.choice(rows, size=k, replace=False)   # (RandomState permutes all n rows to choose)
         else: _, seeds = kmeans_plusplus(X, k, sample_weight=sample_weight, random_state=random_state)
-        labels = np.full(n, -1, dtype=np.intp)
-        labels[seeds] = np.arange(k)
+        return StartingResponsibilities(n, k, X.dtype, seeds=np.asarray(seeds, dtype=np.intp))
     else:
         raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {init_params!r}")
     return StartingResponsibilities(n, k, X.dtype, labels=np.asarray(labels, dtype=np.intp))

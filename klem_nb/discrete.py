@@ -150,7 +150,7 @@ class _MeanMixture(BaseMixture):
     def _initialize(self, X, resp, sample_weight):
         "M-step from q_0; one-row seeds ('k-means++', 'random_from_data') first claim their nearest rows."
         if self.init_params in ('k-means++', 'random_from_data'):
-            seeds = np.flatnonzero(resp.labels >= 0)[np.argsort(resp.labels[resp.labels >= 0])]   # the row of each component
+            seeds = resp.seeds                                                # the row each component starts from
             C = np.asarray(X[seeds], dtype=np.float64)
             labels = np.empty(len(X), dtype=np.intp)
             for a in range(0, len(X), DEFAULT_BLOCK_SIZE):                    # nearest seed, block by block

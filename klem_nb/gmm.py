@@ -283,10 +283,11 @@ class GaussianMixture(BaseMixture):
 
     def _warn_reg_covar(self, X, sample_weight):
         "A `UserWarning` when reg_covar is not small against the data's smallest variance (the fit would be mostly floor)."
-        w = np.ones(len(X)) if sample_weight is None else sample_weight
-        centre = (w @ X) / w.sum()
-        var = (sum(w[a:a + DEFAULT_BLOCK_SIZE] @ (X[a:a + DEFAULT_BLOCK_SIZE] - centre)**2     # block by block:
-                   for a in range(0, len(X), DEFAULT_BLOCK_SIZE)) / w.sum()).min()           # no copy of X
+        w, blocks = sample_weight, range(0, len(X), DEFAULT_BLOCK_SIZE)
+        def wsum(a, v): return v.sum(0) if w is None else w[a:a + DEFAULT_BLOCK_SIZE] @ v
+        total = len(X) if w is None else w.sum()
+        centre = sum(wsum(a, X[a:a + DEFAULT_BLOCK_SIZE]) for a in blocks) / total
+        var = (sum(wsum(a, (X[a:a + DEFAULT_BLOCK_SIZE] - centre)**2) for a in blocks) / total).min()   # no copy of X
         if self.reg_covar > 1e-3 * var:
             warnings.warn(f"reg_covar={self.reg_covar:g} is not small against the data's smallest variance ({var:.3g}): "
                           "every covariance gets at least reg_covar on its diagonal, so the fit is shaped by it; "
