@@ -46,6 +46,10 @@ class MixtureEMModel(LatentClassModel):
         "Let the estimator set its parameters from the summed statistics."
         self.estimator._m_step(stats)
 
+    def row_term(self, X):
+        "The estimator's per-row term common to every component (None for most families)."
+        return self.estimator._row_term(X)
+
     def expected_log_joint(self, stats):
         "Σ_i w_i E_q log p(x_i, z) at the estimator's current θ, from q's statistics."
         return self.estimator._expected_log_joint(stats)
@@ -274,6 +278,10 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         "log p(x_i | z=j) at the current parameters, shape (n, k); a model may instead override `_estimate_weighted_log_prob`."
         raise NotImplementedError(f"{type(self).__name__} must implement _estimate_log_prob or _estimate_weighted_log_prob")
 
+    def _row_term(self, X)->np.ndarray|None:
+        "A per-row term of log p(x_i | z) that is the same for every component, left out of `_estimate_log_prob`; None: none."
+        return None
+
     def _estimate_log_weights(self):
         "log π_j, shape (k,)."
         with np.errstate(divide='ignore'): return np.log(self.weights_)
@@ -418,7 +426,10 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         X, # data, shape (n_samples, n_features)
     )->np.ndarray: # log p(x_i) under the fitted mixture, shape (n_samples,)
         "Log-likelihood of each row."
-        return logsumexp(self._estimate_weighted_log_prob(self._validate_X_predict(X)), axis=1)
+        X = self._validate_X_predict(X)
+        out = logsumexp(self._estimate_weighted_log_prob(X), axis=1)
+        c = self._row_term(X)
+        return out if c is None else out + c
 
     def score(self,
         X, # data, shape (n_samples, n_features)

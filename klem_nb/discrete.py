@@ -46,13 +46,15 @@ def log_factorial_rows(
 def poisson_log_prob(
     X:np.ndarray, # counts, shape (n, d), non-negative integers (as floats or ints)
     rates:np.ndarray, # Poisson rates λ, shape (k, d), entries >= 0
+    factorials:bool=True, # include -Σ log x! (the same for every component); False leaves it to the caller
 )->np.ndarray: # log p(x_i | z=j) = Σ_l x log λ - λ - log x!, shape (n, k); -inf where impossible
     "Log-probability of each count row under each product-of-Poissons component, with 0 log 0 = 0."
     X, rates = np.asarray(X, dtype=np.float64), np.asarray(rates, dtype=np.float64)
     positive = rates > 0
     with np.errstate(divide='ignore'):
         log_rates = np.where(positive, np.log(rates), 0.0)
-    out = X @ log_rates.T - rates.sum(axis=1) - log_factorial_rows(X)[:, None]
+    out = X @ log_rates.T - rates.sum(axis=1)
+    if factorials: out -= log_factorial_rows(X)[:, None]
     if positive.all(): return out                              # no zero rates: nothing is impossible
     impossible = X @ (~positive).T                             # counts > 0 where the rate is 0
     return np.where(impossible > 0, -np.inf, out)
@@ -64,13 +66,15 @@ def mean_stats(
     X:np.ndarray, # data, shape (n, d)
     wresp:np.ndarray, # responsibilities times sample weights, shape (n, k)
     complement:bool=False, # also S⁰_jl = Σ_i w_i r_ij (1 - x_il), for binary data
-    row_base:np.ndarray|None=None, # a per-row term of log p(x_i | z) that is the same for every z (Poisson: -Σ log x!)
-)->dict: # nk (k,), sx (k, d), and sx0 (k, d) and base (a number) when asked for
+)->dict: # nk (k,), sx (k, d), and sx0 (k, d) when asked for
     "Sufficient statistics of a mixture whose M-step is a weighted average of the rows; additive over row blocks."
     X, wresp = np.asarray(X, dtype=np.float64), np.asarray(wresp, dtype=np.float64)
     stats = dict(nk=wresp.sum(axis=0), sx=wresp.T @ X)
-    if complement: stats['sx0'] = wresp.T @ (1.0 - X)          # direct, not N - S: S⁰ may be 1e-16 of N
-    if row_base is not None: stats['base'] = float(wresp.sum(axis=1) @ row_base)
+    if complement:
+        sx0 = stats['nk'][:, None] - stats['sx']
+        short = np.flatnonzero((sx0 < 1e-6 * stats['nk'][:, None]).any(axis=0))   # N - S lost its digits there:
+        if short.size: sx0[:, short] = wresp.T @ (1.0 - X[:, short])                # those columns directly
+        stats['sx0'] = sx0
     return stats
 
 def mean_m_step(
@@ -96,7 +100,7 @@ def mean_expected_log_joint(
     if family == 'bernoulli':
         off = 1.0 - means if complement is None else complement
         return float(out + xlogy(sx, means).sum() + xlogy(stats['sx0'], off).sum())
-    return float(out + xlogy(sx, means).sum() - nk @ means.sum(axis=1) + stats['base'])
+    return float(out + xlogy(sx, means).sum() - nk @ means.sum(axis=1) + stats.get('row_term', 0.0))
 
 # %% ../nbs/12_discrete.ipynb #6501ce2e
 def _first_bad(mask:np.ndarray)->str:
@@ -338,9 +342,11 @@ class PoissonMixture(_MeanMixture):
 
     def _check_data(self, X): check_counts(X, type(self).__name__)
 
-    def _estimate_log_prob(self, X): return poisson_log_prob(X, self.means_)
+    def _estimate_log_prob(self, X): return poisson_log_prob(X, self.means_, factorials=False)   # see _row_term
 
-    def _sufficient_stats(self, X, wresp): return mean_stats(X, wresp, row_base=-log_factorial_rows(X))
+    def _row_term(self, X): return -log_factorial_rows(X)              # once per block, not once per component
+
+    def _sufficient_stats(self, X, wresp): return mean_stats(X, wresp)
 
     def _m_step(self, stats): self.weights_, self.means_ = mean_m_step(stats)
 

@@ -4,6 +4,8 @@
 
 # %% ../nbs/03_e_step.ipynb #f97a5289
 from __future__ import annotations
+import threading
+
 import numpy as np
 from scipy.special import logsumexp
 
@@ -30,19 +32,31 @@ def log_responsibilities(
 
 # %% ../nbs/03_e_step.ipynb #674f8f36
 _EXP_FLOOR = -700.0   # exponents are clipped here: exp(-700) ≈ 1e-304 is zero beside any probability that matters
+_LOCAL = threading.local()   # one scratch table per thread for the shifted log joints (reused: no page faults per call)
+
+def _shifted_buffer(like:np.ndarray)->np.ndarray:
+    "This thread's scratch array of `like`'s shape and memory order, grown when too small."
+    buf = getattr(_LOCAL, 'buf', None)
+    if buf is None or buf.size < like.size: buf = _LOCAL.buf = np.empty(like.size)
+    view = buf[:like.size]
+    return view.reshape(like.shape, order='F') if like.flags.f_contiguous and not like.flags.c_contiguous else view.reshape(like.shape)
 
 def posterior(
     log_joint:np.ndarray, # log p_θ(x_i, z=j), float array (n, k); finite or -inf, no row all -inf; not modified
 )->tuple: # (resp (n, k) in log_joint's memory order, log_norm (n,) = log p_θ(x_i), neg_entropy (n,) = Σ_j q log q)
     "The posterior of each row by a row-wise softmax with one `exp` per entry, eq. (2.8), with log p_θ(x) and -H(q)."
-    top = log_joint.max(axis=1)
+    n, k = log_joint.shape
+    if log_joint.flags.f_contiguous or k > 32: top = log_joint.max(axis=1)
+    else:                                        # a short contiguous row: numpy reduces it slowly, columns are faster
+        top = log_joint[:, 0].copy()
+        for j in range(1, k): np.maximum(top, log_joint[:, j], out=top)
     if not np.isfinite(top).all():
         log_responsibilities(log_joint)          # raises the ValueError that names the row
         raise ValueError("log_joint has a row whose maximum is not finite")
-    s = np.subtract(log_joint, top[:, None], out=np.empty_like(log_joint))
+    s = np.subtract(log_joint, top[:, None], out=_shifted_buffer(log_joint))
     np.maximum(s, _EXP_FLOOR, out=s)
-    resp = np.exp(s, out=np.empty_like(s))
-    total = resp.sum(axis=1)
+    resp = np.exp(s, out=np.empty_like(log_joint))
+    total = resp @ np.ones(k)                    # row sums by one matrix-vector product
     resp /= total[:, None]
     log_total = np.log(total)
     return resp, top + log_total, np.einsum('ij,ij->i', resp, s) - log_total

@@ -90,17 +90,27 @@ class LatentClassModel(EMModel):
         "The statistics the M-step needs."
         raise NotImplementedError(f"{type(self).__name__} must implement sufficient_stats(X, wresp)")
 
+    def row_term(self,
+        X, # a block of rows
+    )->np.ndarray|None: # a term of log p_θ(x_i, z) that is the same for every z, shape (n,); None: there is none
+        "The part of the log joint that q does not see (a Poisson's -log x!): left out of `log_joint`, added back once."
+        return None
+
     def e_step(self, X, sample_weight=None, stats=True):
         "Row softmax of `log_joint` (eq. 2.8), its sums, and the statistics of q times the weights."
         log_joint = self.log_joint(X)
         resp, log_norm, neg_h = posterior(log_joint)
         cross = _dot_rows(resp, log_joint)                  # Σ_j q_ij log p_θ(x_i, z=j), 0 where q = 0
+        c = self.row_term(X)
+        if c is not None: log_norm, cross = log_norm + c, cross + c
         if sample_weight is None: W, ll, ell, nh, wresp = float(len(resp)), log_norm.sum(), cross.sum(), neg_h.sum(), resp
         else:
             w = sample_weight
             W, ll, ell, nh = float(w.sum()), w @ log_norm, w @ cross, w @ neg_h
             wresp = np.multiply(resp, w[:, None], out=resp) if stats else None
-        return EStep(W, float(ll), float(ell), float(nh), self.sufficient_stats(X, wresp) if stats else None)
+        s = self.sufficient_stats(X, wresp) if stats else None
+        if s is not None and c is not None: s['row_term'] = float(c.sum() if sample_weight is None else sample_weight @ c)
+        return EStep(W, float(ll), float(ell), float(nh), s)
 
 # %% ../nbs/05_em.ipynb #5f988975
 LEDGER_DTYPE = np.dtype([('iteration', np.int64), ('step', 'U1'), ('log_likelihood', np.float64),

@@ -348,3 +348,38 @@ def test_verbose_lines_match_sklearn(capsys):
     theirs = capsys.readouterr().out
     strip = lambda s: re.sub(r'time lapse [0-9.]+s', 'time lapse Ts', s)
     assert strip(ours) == strip(theirs)
+
+
+@pytest.mark.parametrize('covariance_type', ['full', 'tied', 'diag', 'spherical'])
+def test_offset_data_fit_like_the_data(covariance_type):
+    "Old Faithful + 1e8: every type fits, with the log-likelihood of the un-offset data (statistics in fixed frames)."
+    X = load_faithful().data
+    kw = dict(n_components=3, covariance_type=covariance_type, random_state=0, tol=1e-8, max_iter=500)
+    near, far = GaussianMixture(**kw).fit(X), GaussianMixture(**kw).fit(X + 1e8)
+    np.testing.assert_allclose(far.lower_bound_, near.lower_bound_, rtol=1e-9)
+    np.testing.assert_allclose(far.means_ - 1e8, near.means_, atol=1e-6)
+
+
+def test_reg_covar_not_small_warns():
+    X = load_faithful().data
+    with pytest.warns(UserWarning, match='reg_covar'): GaussianMixture(2, random_state=0).fit(X * 1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', UserWarning)
+        GaussianMixture(2, random_state=0).fit(X)                         # the default is small here: no warning
+
+
+@pytest.mark.parametrize('covariance_type', ['full', 'tied', 'diag', 'spherical'])
+def test_e_steps_on_threads_do_not_interfere(covariance_type):
+    "One fitted estimator, E-steps of 8 blocks on a 4-thread pool, many rounds: exactly the serial answers."
+    from concurrent.futures import ThreadPoolExecutor
+    from klem_nb.base import MixtureEMModel
+    X, _ = make_blobs(4000, n_features=3, centers=4, random_state=1)
+    gm = GaussianMixture(4, covariance_type=covariance_type, random_state=0).fit(X)
+    model, blocks = MixtureEMModel(gm), np.array_split(X, 8)
+    serial = [model.e_step(b) for b in blocks]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(10):
+            for got, want in zip(pool.map(model.e_step, blocks), serial):
+                assert (got.log_likelihood, got.expected_log_joint, got.neg_entropy) == \
+                       (want.log_likelihood, want.expected_log_joint, want.neg_entropy)
+                for key in want.stats: np.testing.assert_array_equal(got.stats[key], want.stats[key])

@@ -609,3 +609,18 @@ PIPELINES = [make_pipeline(Binarizer(), BernoulliMixture(random_state=0)),
 @parametrize_with_checks(PIPELINES, expected_failed_checks=expected_failed_checks)
 def test_sklearn_checks_in_pipeline(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_every_ledger_value_is_finite(family):
+    "Many small random fits (where a Bernoulli mean rounds to 1 while q stays 1e-16): the ledger is finite throughout."
+    rng = np.random.default_rng(11)
+    for seed in range(60):
+        n, d = int(rng.integers(8, 40)), int(rng.integers(1, 6))
+        X = (rng.random((n, d)) < rng.random(d)).astype(float) if family == 'bernoulli' else rng.poisson(rng.uniform(0.1, 3, d), (n, d)).astype(float)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', ConvergenceWarning)
+            est = EST[family](int(rng.integers(2, 5)), init_params='random', random_state=seed, tol=0, max_iter=30).fit(X)
+        led = est.trace_
+        assert all(np.isfinite(led[f]).all() for f in ('log_likelihood', 'free_energy', 'kl_gap')), (seed, led)
+        assert np.all(np.diff(led.free_energy) <= 1e-9 * np.abs(led.free_energy[:-1]) + 1e-12), seed
