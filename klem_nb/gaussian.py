@@ -342,11 +342,6 @@ def precision_cholesky(
 
 # %% ../nbs/07_gaussian.ipynb #2c8bc975
 _EPS = np.finfo(np.float64).eps
-def _norm2_bound(U:np.ndarray)->np.ndarray: # an upper bound of each ‖U‖₂: √(‖U‖₁ ‖U‖∞), no SVD
-    "A cheap bound on the spectral norm of each matrix in U (last two axes)."
-    a = np.abs(U)
-    return np.sqrt(a.sum(-2).max(-1) * a.sum(-1).max(-1))
-
 _SAFE = 1e-10   # largest rounding error bound (relative) allowed on the fast path; beyond it a component goes direct
 
 class GaussianKernels:
@@ -387,7 +382,7 @@ class GaussianKernels:
             self.A[:, :d] = U.transpose(0, 2, 1).reshape(k * d, d)
             self.A[:, d] = -np.einsum('jd,jde->je', mu, U).reshape(k * d)
             log_det, self.width = np.log(np.diagonal(U, axis1=1, axis2=2)).sum(1), k * d
-            self.scale = _norm2_bound(U)**2            # ≥ ‖U_j‖₂², the largest precision: for the rounding bound
+            self.scale = np.linalg.norm(U, 2, axis=(1, 2))**2   # ‖U_j‖₂², the largest precision: the rounding bound
             quad = 0.0
         elif ct == 'tied':                              # y = x̃ L, then (10.3) on [y, |y|²]
             m = mu @ U
@@ -436,7 +431,7 @@ class GaussianKernels:
         big = np.maximum((lo - self.centre)**2, (hi - self.centre)**2)          # max over rows of x̃², per feature
         ct, U = self.covariance_type, self.precisions_chol
         if ct == 'full': bound = np.sqrt(self.scale * big.sum()) + np.sqrt(self.scale * (offsets**2).sum(1))   # y is not squared out
-        elif ct == 'tied': bound = _norm2_bound(U)**2 * big.sum() + ((offsets @ U)**2).sum(1)
+        elif ct == 'tied': bound = np.linalg.norm(U, 2)**2 * big.sum() + ((offsets @ U)**2).sum(1)
         elif ct == 'diag': bound = (U**2 * (big + offsets**2)).sum(1)
         else: bound = U**2 * (big.sum() + (offsets**2).sum(1))
         return 4 * _EPS * bound > _SAFE
