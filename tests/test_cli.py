@@ -1,4 +1,4 @@
-"""Tests for the `klem` console script (klem_nb.cli; nbs/14_cli.ipynb has the tour).
+"""Tests for the `klem` console script (klem_nb.cli; nbs/18_cli.ipynb has the tour).
 
 Most cases run the installed `klem` script, or `python -m klem_nb.cli`, in a separate process, as a user would."""
 import io

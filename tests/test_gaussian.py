@@ -1,4 +1,4 @@
-"""Parity and property tests for klem_nb.gaussian (nbs/06_gaussian.ipynb holds the derivation and worked checks).
+"""Parity and property tests for klem_nb.gaussian (nbs/07_gaussian.ipynb holds the derivation and worked checks).
 
 scikit-learn's private mixture helpers are the reference here, and only here: the notebook checks against
 scipy and against an optimiser instead.

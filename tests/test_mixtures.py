@@ -1,4 +1,4 @@
-"""Tests for klem_nb.discrete: BernoulliMixture and PoissonMixture (nbs/09_mixtures.ipynb has the derivation)."""
+"""Tests for klem_nb.discrete: BernoulliMixture and PoissonMixture (nbs/12_discrete.ipynb has the derivation)."""
 import inspect
 import pickle
 import warnings

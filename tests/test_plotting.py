@@ -1,4 +1,4 @@
-"""Tests for klem_nb.plotting (nbs/12_plotting.ipynb has the pictures). Runs headless on the Agg backend."""
+"""Tests for klem_nb.plotting (nbs/09_plotting.ipynb has the pictures). Runs headless on the Agg backend."""
 import os
 import subprocess
 import sys
