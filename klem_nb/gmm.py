@@ -14,15 +14,11 @@ import numpy as np
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .gaussian import COVARIANCE_TYPES, estimate_gaussian_parameters, estimate_log_gaussian_prob
-from .gaussian import GaussianKernels, Scratch, one_blas_thread, precision_cholesky
+from .gaussian import COVARIANCE, COVARIANCE_TYPES, GaussianKernels, Scratch, one_blas_thread
 from .base import BaseMixture
 from .em import DEFAULT_BLOCK_SIZE
 
 # %% ../nbs/11_gmm.ipynb #87b2ef6d
-def _precision_shape(covariance_type:str, k:int, d:int)->tuple:
-    return {'full': (k, d, d), 'tied': (d, d), 'diag': (k, d), 'spherical': (k,)}[covariance_type]
-
 def _check_shape(a, shape, name):
     if a.shape != tuple(shape):
         raise ValueError(f"The parameter '{name}' should have the shape of {tuple(shape)}, but got {a.shape}")
@@ -59,15 +55,11 @@ def check_precisions_init(
     n_features:int, # d
 )->np.ndarray: # the precisions as a float array
     "Validate starting precisions: the type's shape, positive or symmetric positive definite."
-    precisions = check_array(precisions, dtype=[np.float64, np.float32], ensure_2d=False,
-                             allow_nd=covariance_type == 'full')
-    _check_shape(precisions, _precision_shape(covariance_type, n_components, n_features), f'{covariance_type} precision')
-    if covariance_type in ('diag', 'spherical'):
-        if (precisions <= 0).any(): raise ValueError(f"'{covariance_type} precision' should be positive")
-    else:
-        for p in precisions.reshape(-1, n_features, n_features):
-            if not (np.allclose(p, p.T) and (np.linalg.eigvalsh(p) > 0).all()):
-                raise ValueError(f"'{covariance_type} precision' should be symmetric, positive-definite")
+    kind = COVARIANCE[covariance_type]
+    shape = kind.shape(n_components, n_features)
+    precisions = check_array(precisions, dtype=[np.float64, np.float32], ensure_2d=False, allow_nd=len(shape) > 2)
+    _check_shape(precisions, shape, f'{covariance_type} precision')
+    kind.check_precisions(precisions, n_features)
     return precisions
 
 # %% ../nbs/11_gmm.ipynb #fa75bd31
@@ -76,20 +68,14 @@ def precisions_cholesky_from_precisions(
     covariance_type:str, # 'full', 'tied', 'diag' or 'spherical'
 )->np.ndarray: # upper-triangular U with U @ U.T == precision (full, tied) or sqrt(precisions); same shape
     "Cholesky factor of each precision matrix, eq. (8.1), in the form `compute_precision_cholesky` returns."
-    precisions = np.asarray(precisions)
-    if covariance_type in ('diag', 'spherical'): return np.sqrt(precisions)
-    def factor(p): return np.linalg.cholesky(p[::-1, ::-1])[::-1, ::-1]
-    if covariance_type == 'tied': return factor(precisions)
-    return np.stack([factor(p) for p in precisions])
+    return COVARIANCE[covariance_type].chol_from_precisions(np.asarray(precisions))
 
 def covariances_from_precisions_cholesky(
     precisions_chol, # precision Cholesky factors of the type's shape
     covariance_type:str, # 'full', 'tied', 'diag' or 'spherical'
 )->np.ndarray: # covariances Σ = (U U^T)^{-1} of the same shape
-    "The covariances that belong to precision Cholesky factors."
-    if covariance_type in ('diag', 'spherical'): return 1.0 / precisions_chol**2
-    u_inv = np.triu(np.linalg.inv(precisions_chol))          # U^{-1}, upper triangular; Σ = U^{-T} U^{-1}
-    return np.swapaxes(u_inv, -1, -2) @ u_inv
+    "The covariances that belong to precision Cholesky factors: Σ = U⁻ᵀU⁻¹ (diag, spherical: 1/U²)."
+    return COVARIANCE[covariance_type].covariances(precisions_chol)
 
 # %% ../nbs/11_gmm.ipynb #0de22521
 class GaussianMixture(BaseMixture):
@@ -261,7 +247,7 @@ class GaussianMixture(BaseMixture):
         self._frames = np.array(self.means_, dtype=np.float64)    # fixed for the fit: statistics add across iterations
         if self._precisions_init is None:
             self.covariances_ = covariances
-            self.precisions_cholesky_ = precision_cholesky(covariances, self.covariance_type)
+            self.precisions_cholesky_ = COVARIANCE[self.covariance_type].precision_cholesky(covariances)
         else:
             self.precisions_cholesky_ = precisions_cholesky_from_precisions(self._precisions_init, self.covariance_type)
             self.covariances_ = covariances_from_precisions_cholesky(self.precisions_cholesky_, self.covariance_type)
@@ -306,7 +292,7 @@ class GaussianMixture(BaseMixture):
     def _m_step(self, stats):
         kern = self._kernels()
         nk, means, covariances = kern.parameters(stats, self.reg_covar)
-        precisions_cholesky = precision_cholesky(covariances, self.covariance_type)
+        precisions_cholesky = kern.kind.precision_cholesky(covariances)
         self.weights_, self.means_, self.covariances_ = nk / nk.sum(), means, covariances
         self.precisions_cholesky_ = precisions_cholesky
         self._build_kernels(kern.scratch)
@@ -314,18 +300,11 @@ class GaussianMixture(BaseMixture):
     def _set_parameters(self, params):
         self._fit_kernels = None                 # the fit is over: drop the kernels and their scratch space
         super()._set_parameters(params)
-        U = self.precisions_cholesky_
-        if self.covariance_type in ('full', 'tied'): self.precisions_ = U @ np.swapaxes(U, -1, -2)
-        else: self.precisions_ = U**2
+        self.precisions_ = COVARIANCE[self.covariance_type].precisions(self.precisions_cholesky_)
 
     def _n_parameters(self):
         k, d = self.means_.shape
-        cov_params = {'full': k * d * (d + 1) / 2, 'diag': k * d, 'tied': d * (d + 1) / 2,
-                      'spherical': k}[self.covariance_type]
-        return int(cov_params + k * d + k - 1)
+        return int(COVARIANCE[self.covariance_type].n_parameters(k, d) + k * d + k - 1)
 
     def _sample_component(self, j, n, rng):
-        mean = self.means_[j]
-        if self.covariance_type == 'full': return rng.multivariate_normal(mean, self.covariances_[j], n)
-        if self.covariance_type == 'tied': return rng.multivariate_normal(mean, self.covariances_, n)
-        return mean + rng.standard_normal(size=(n, len(mean))) * np.sqrt(self.covariances_[j])
+        return COVARIANCE[self.covariance_type].sample(rng, self.means_[j], self.covariances_, j, n)
