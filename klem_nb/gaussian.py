@@ -312,7 +312,7 @@ def run_chunks(
     def work(w): return [fn(a, b, w) for a, b in chunks[w::T]]
     with one_blas_thread(): return [r for part in _pool(T).map(work, range(T)) for r in part]
 
-# %% ../nbs/07_gaussian.ipynb #e54d0653
+# %% ../nbs/07_gaussian.ipynb #4e517cf5
 _EPS = np.finfo(np.float64).eps
 
 def _cross(N, b, m):
@@ -337,10 +337,14 @@ class CovarianceType:
         "The per-component second moments as the type stores them (tied: their sum)."
         return np.stack(parts)
 
+    def quad(self, kern, N, sx, A, m)->float:
+        "Σ_j tr(P_j S_j(m_j)): the quadratic part of the expected log-joint, from statistics (A, sx, N) about each frame."
+        return self.trace(self.scatter(N, sx, A, m), kern.precisions_chol)
+
     def chunk_width(self, kern)->int: return max(kern.width, kern.d)    # widest scratch row of a chunk
     def flops_per_row(self, kern)->int: return 2 * kern.width * kern.k  # the products of the E- and M-steps
 
-# %% ../nbs/07_gaussian.ipynb #b6962f4d
+# %% ../nbs/07_gaussian.ipynb #972c91b8
 class _ScaleType(CovarianceType):
     "Shared by diag and spherical: element-wise factors, and the fast path on [x̃, x̃²]-type features."
     def precision_cholesky(self, cov):
@@ -353,10 +357,11 @@ class _ScaleType(CovarianceType):
     def check_precisions(self, P, d):
         if (P <= 0).any(): raise ValueError(f"'{self.name} precision' should be positive")
     def direct(self, kern, diff, j): return diff * kern.precisions_chol[j]
+    def trace(self, S, U): return (S * U**2).sum()
     def sample(self, rng, mean, covariances, j, n):
         return mean + rng.standard_normal(size=(n, len(mean))) * np.sqrt(covariances[j])
 
-# %% ../nbs/07_gaussian.ipynb #ac320f5d
+# %% ../nbs/07_gaussian.ipynb #2020ed81
 class _MatrixType(CovarianceType):
     "Shared by full and tied: Cholesky factors of a stack of (d, d) matrices."
     def _stack(self, a): return a                       # covariances as a (m, d, d) stack
@@ -388,9 +393,10 @@ class _MatrixType(CovarianceType):
         for p in P.reshape(-1, d, d):
             if not (np.allclose(p, p.T) and (np.linalg.eigvalsh(p) > 0).all()):
                 raise ValueError(f"'{self.name} precision' should be symmetric, positive-definite")
+    def trace(self, S, U): return (np.matmul(S, U) * U).sum()     # tr(Uᵀ S U) = tr(P S)
     def bound_scale(self, kern): return np.linalg.norm(self._stack(kern.precisions_chol), 2, axis=(1, 2))**2
 
-# %% ../nbs/07_gaussian.ipynb #7fd9b4c7
+# %% ../nbs/07_gaussian.ipynb #be170d5a
 class FullCovariance(_MatrixType):
     "Covariance type 'full': one (d, d) matrix per component."
     name, by_rows = 'full', False
@@ -443,12 +449,17 @@ class FullCovariance(_MatrixType):
         cov[:, np.arange(d), np.arange(d)] += reg_covar
         return cov
 
-    def quad(self, kern, N, b, A, m):
-        "Σ_j tr(P_j S_j(μ_j)), the quadratic part of the expected log-joint; S_j(μ) = A_j - (b_j mᵀ + m b_jᵀ - N_j m mᵀ)."
-        U = kern.precisions_chol
-        return (np.matmul(A - _cross(N, b, m), U) * U).sum()
+    def scatter(self, N, sx, A, m):
+        "S_j(m_j) = A_j - (sx_j m_jᵀ + m_j sx_jᵀ - N_j m_j m_jᵀ): second moments about m_j (in the frame), from those about 0."
+        return A - _cross(N, sx, m)
 
-# %% ../nbs/07_gaussian.ipynb #864cf20f
+    def from_scatter(self, S, nk, d, reg_covar):
+        "Covariances about given means: the scatter over the counts, plus reg_covar on the diagonal."
+        cov = S / nk[:, None, None]
+        cov[:, np.arange(d), np.arange(d)] += reg_covar
+        return cov
+
+# %% ../nbs/07_gaussian.ipynb #b12d99c2
 class _Expanded:
     "The fast E-step (10.3) on a chunk: one product of its feature table Φ with M."
     def table_chunk(self, kern, X, w, out):
@@ -507,11 +518,14 @@ class TiedCovariance(_Expanded, _MatrixType):
         cov.flat[::b.shape[1] + 1] += reg_covar
         return cov
 
-    def quad(self, kern, N, b, A, m):
-        U = kern.precisions_chol
-        return (np.matmul(A - _cross(N, b, m).sum(0), U) * U).sum()
+    def scatter(self, N, sx, A, m): return A - _cross(N, sx, m).sum(0)
 
-# %% ../nbs/07_gaussian.ipynb #13bdbb44
+    def from_scatter(self, S, nk, d, reg_covar):
+        cov = S / nk.sum()
+        cov.flat[::d + 1] += reg_covar
+        return cov
+
+# %% ../nbs/07_gaussian.ipynb #572e87fe
 class DiagCovariance(_Expanded, _ScaleType):
     "Covariance type 'diag': one variance per component and feature."
     name = 'diag'
@@ -548,9 +562,10 @@ class DiagCovariance(_Expanded, _ScaleType):
 
     def from_stats(self, N, nk, b, S, reg_covar): return S / nk[:, None] - b**2 + reg_covar
 
-    def quad(self, kern, N, b, A, m): return ((A - 2 * b * m + N[:, None] * m**2) * kern.precisions_chol**2).sum()
+    def scatter(self, N, sx, A, m): return A - 2 * sx * m + N[:, None] * m**2
+    def from_scatter(self, S, nk, d, reg_covar): return S / nk[:, None] + reg_covar
 
-# %% ../nbs/07_gaussian.ipynb #845e19da
+# %% ../nbs/07_gaussian.ipynb #825ad88f
 class SphericalCovariance(DiagCovariance):
     "Covariance type 'spherical': one variance per component."
     name = 'spherical'
@@ -573,10 +588,10 @@ class SphericalCovariance(DiagCovariance):
     def bound(self, kern, big, offsets): return kern.precisions_chol**2 * (big.sum() + (offsets**2).sum(1))
     def move(self, t, N, dl, d): return t[:, d] - 2 * (dl * t[:, :d]).sum(1) + N * (dl**2).sum(1)
     def from_stats(self, N, nk, b, S, reg_covar): return (S / nk - (b**2).sum(1)) / b.shape[1] + reg_covar
-    def quad(self, kern, N, b, A, m):
-        return ((A - 2 * (b * m).sum(1) + N * (m**2).sum(1)) * kern.precisions_chol**2).sum()
+    def scatter(self, N, sx, A, m): return A - 2 * (sx * m).sum(1) + N * (m**2).sum(1)
+    def from_scatter(self, S, nk, d, reg_covar): return S / (d * nk) + reg_covar
 
-# %% ../nbs/07_gaussian.ipynb #edd69f7a
+# %% ../nbs/07_gaussian.ipynb #e54e855c
 COVARIANCE = {t.name: t for t in (FullCovariance(), TiedCovariance(), DiagCovariance(), SphericalCovariance())}   # the one table per covariance type
 
 def precision_cholesky(
@@ -586,7 +601,7 @@ def precision_cholesky(
     "`compute_precision_cholesky` by the type's table, with numpy's batched linear algebra; the same `ValueError`."
     return COVARIANCE[covariance_type].precision_cholesky(covariances)
 
-# %% ../nbs/07_gaussian.ipynb #65af866e
+# %% ../nbs/07_gaussian.ipynb #99df139e
 _SAFE = 1e-10   # largest rounding error bound (relative) allowed on the fast path; beyond it a component goes direct
 
 class GaussianKernels:
@@ -676,11 +691,15 @@ class GaussianKernels:
     def parameters(self,
         stats:dict, # `stats` summed over all blocks of rows, in this fit's frames
         reg_covar:float, # non-negative number added to the diagonal of each covariance
+        means:np.ndarray|None=None, # hold the means at these (k, d) and take the covariances about them; None: free means
     )->tuple: # (nk (k,), means (k, d), covariances of the type's shape), as `estimate_gaussian_parameters`
         "The M-step from the statistics, about each frame F_j, then the means moved back."
         N = stats['nk']
         nk = N + _EPS10
-        b = stats['sum_x'] / nk[:, None]                   # each mean in its own frame
+        if means is not None:                           # the constrained maximiser: covariances about the given means
+            S = self.kind.scatter(N, stats['sum_x'], stats['sum_xx'], means - self.frames)
+            return nk, means, self.kind.from_scatter(S, nk, self.d, reg_covar)
+        b = stats['sum_x'] / nk[:, None]               # each mean in its own frame
         return nk, b + self.frames, self.kind.from_stats(N, nk, b, stats['sum_xx'], reg_covar)
 
     def expected_log_joint(self,

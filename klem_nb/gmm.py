@@ -15,7 +15,7 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .gaussian import COVARIANCE, COVARIANCE_TYPES, GaussianKernels, Scratch, one_blas_thread
-from .base import BaseMixture
+from .base import BaseMixture, check_frozen
 from .em import DEFAULT_BLOCK_SIZE
 
 # %% ../nbs/11_gmm.ipynb #87b2ef6d
@@ -120,6 +120,10 @@ class GaussianMixture(BaseMixture):
             (n_components, n_features, n_features) if 'full'
 
         None: from `init_params`.
+    frozen : tuple of str, default=()
+        Parameters held at their starting values (from `*_init`, or from `init_params`) for the whole fit: any of
+        'weights', 'means', 'covariances'. The others get the maximiser with the frozen ones held; with frozen
+        means, the covariances are taken about those means.
     random_state : int, RandomState instance or None, default=None
         Controls the random starts and the draws of `sample`. Pass an int for results that repeat.
     warm_start : bool, default=False
@@ -189,7 +193,9 @@ class GaussianMixture(BaseMixture):
         "weights_init": ["array-like", None],
         "means_init": ["array-like", None],
         "precisions_init": ["array-like", None],
+        "frozen": [tuple, list, set, frozenset],
     }
+    _frozen_names = ('weights', 'means', 'covariances')
     _parameters = ('weights_', 'means_', 'covariances_', 'precisions_cholesky_')
 
     def __init__(self,
@@ -208,12 +214,14 @@ class GaussianMixture(BaseMixture):
         warm_start:bool=False, # continue from the last fit's parameters (one run, n_init ignored)
         verbose:int=0, # 1 prints initialisations and iterations, 2 adds timings and log-likelihood changes
         verbose_interval:int=10, # iterations between two iteration messages
+        frozen=(), # parameters held at their starting values: any of 'weights', 'means', 'covariances'
     ):
         super().__init__(n_components=n_components, tol=tol, max_iter=max_iter, n_init=n_init,
                          init_params=init_params, random_state=random_state, warm_start=warm_start,
                          verbose=verbose, verbose_interval=verbose_interval)
         self.covariance_type, self.reg_covar = covariance_type, reg_covar
         self.weights_init, self.means_init, self.precisions_init = weights_init, means_init, precisions_init
+        self.frozen = frozen
 
     def _fit(self, *args, **kwargs):
         "`BaseMixture._fit` (behind `fit` and `fit_predict`) with BLAS held to one thread: the kernels use the cores themselves where it pays."
@@ -227,6 +235,7 @@ class GaussianMixture(BaseMixture):
         self._means_init = None if self.means_init is None else check_means_init(self.means_init, k, d)
         self._precisions_init = (None if self.precisions_init is None else
                                  check_precisions_init(self.precisions_init, self.covariance_type, k, d))
+        self._frozen = check_frozen(self.frozen, self._frozen_names)
 
     def _init_needs_resp(self):
         return self._weights_init is None or self._means_init is None or self._precisions_init is None
@@ -290,11 +299,13 @@ class GaussianMixture(BaseMixture):
         return self._kernels().stats(X, wresp)
 
     def _m_step(self, stats):
-        kern = self._kernels()
-        nk, means, covariances = kern.parameters(stats, self.reg_covar)
-        precisions_cholesky = kern.kind.precision_cholesky(covariances)
-        self.weights_, self.means_, self.covariances_ = nk / nk.sum(), means, covariances
-        self.precisions_cholesky_ = precisions_cholesky
+        "The M-step from the statistics; frozen parameters are kept (the very arrays) and the rest maximised given them."
+        kern, frozen = self._kernels(), self._frozen
+        nk, means, covariances = kern.parameters(stats, self.reg_covar, means=self.means_ if 'means' in frozen else None)
+        if 'covariances' in frozen: covariances, U = self.covariances_, self.precisions_cholesky_
+        else: U = kern.kind.precision_cholesky(covariances)
+        self.weights_ = self.weights_ if 'weights' in frozen else nk / nk.sum()
+        self.means_, self.covariances_, self.precisions_cholesky_ = means, covariances, U
         self._build_kernels(kern.scratch)
 
     def _set_parameters(self, params):

@@ -59,9 +59,16 @@ def test_constructor_is_sklearns():
     import sklearn.mixture
     ours = inspect.signature(GaussianMixture.__init__)
     theirs = inspect.signature(sklearn.mixture.GaussianMixture.__init__)
-    assert [(p.name, p.kind, p.default) for p in ours.parameters.values()] == \
-           [(p.name, p.kind, p.default) for p in theirs.parameters.values()]
-    assert GaussianMixture().get_params() == sklearn.mixture.GaussianMixture().get_params()
+    ours = [(p.name, p.kind, p.default) for p in ours.parameters.values()]
+    theirs = [(p.name, p.kind, p.default) for p in theirs.parameters.values()]
+    assert ours[:len(theirs)] == theirs                      # scikit-learn's parameters, in its order, then ours
+    extra = {name: default for name, _, default in ours[len(theirs):]}
+    assert extra == KLEM_ONLY                                # each defaults to scikit-learn's behaviour
+    params = GaussianMixture().get_params()
+    assert {k: v for k, v in params.items() if k not in KLEM_ONLY} == sklearn.mixture.GaussianMixture().get_params()
+
+
+KLEM_ONLY = {'frozen': ()}                                   # parameters scikit-learn's GaussianMixture does not have
 
 
 def test_pipeline_with_scaler():
