@@ -8,7 +8,7 @@ __all__ = ['COVARIANCE_TYPES', 'CHUNK_BYTES', 'MIN_CHUNK_ROWS', 'PARALLEL_FLOPS_
            'estimate_gaussian_parameters', 'gaussian_stats', 'gaussian_parameters_from_stats',
            'check_gaussian_parameters', 'Scratch', 'available_cpus', 'one_blas_thread', 'run_chunks', 'CovarianceType',
            'FullCovariance', 'TiedCovariance', 'DiagCovariance', 'SphericalCovariance', 'precision_cholesky',
-           'GaussianKernels']
+           'GaussianKernels', 'missing_groups', 'MissingRows', 'ObservedRows', 'observed_e_step']
 
 # %% ../nbs/07_gaussian.ipynb #204886a9
 import numpy as np
@@ -312,7 +312,7 @@ def run_chunks(
     def work(w): return [fn(a, b, w) for a, b in chunks[w::T]]
     with one_blas_thread(): return [r for part in _pool(T).map(work, range(T)) for r in part]
 
-# %% ../nbs/07_gaussian.ipynb #e54d0653
+# %% ../nbs/07_gaussian.ipynb #4e517cf5
 _EPS = np.finfo(np.float64).eps
 
 def _cross(N, b, m):
@@ -340,7 +340,7 @@ class CovarianceType:
     def chunk_width(self, kern)->int: return max(kern.width, kern.d)    # widest scratch row of a chunk
     def flops_per_row(self, kern)->int: return 2 * kern.width * kern.k  # the products of the E- and M-steps
 
-# %% ../nbs/07_gaussian.ipynb #b6962f4d
+# %% ../nbs/07_gaussian.ipynb #972c91b8
 class _ScaleType(CovarianceType):
     "Shared by diag and spherical: element-wise factors, and the fast path on [x̃, x̃²]-type features."
     def precision_cholesky(self, cov):
@@ -356,7 +356,7 @@ class _ScaleType(CovarianceType):
     def sample(self, rng, mean, covariances, j, n):
         return mean + rng.standard_normal(size=(n, len(mean))) * np.sqrt(covariances[j])
 
-# %% ../nbs/07_gaussian.ipynb #ac320f5d
+# %% ../nbs/07_gaussian.ipynb #2020ed81
 class _MatrixType(CovarianceType):
     "Shared by full and tied: Cholesky factors of a stack of (d, d) matrices."
     def _stack(self, a): return a                       # covariances as a (m, d, d) stack
@@ -390,7 +390,7 @@ class _MatrixType(CovarianceType):
                 raise ValueError(f"'{self.name} precision' should be symmetric, positive-definite")
     def bound_scale(self, kern): return np.linalg.norm(self._stack(kern.precisions_chol), 2, axis=(1, 2))**2
 
-# %% ../nbs/07_gaussian.ipynb #7fd9b4c7
+# %% ../nbs/07_gaussian.ipynb #be170d5a
 class FullCovariance(_MatrixType):
     "Covariance type 'full': one (d, d) matrix per component."
     name, by_rows = 'full', False
@@ -448,7 +448,7 @@ class FullCovariance(_MatrixType):
         U = kern.precisions_chol
         return (np.matmul(A - _cross(N, b, m), U) * U).sum()
 
-# %% ../nbs/07_gaussian.ipynb #864cf20f
+# %% ../nbs/07_gaussian.ipynb #b12d99c2
 class _Expanded:
     "The fast E-step (10.3) on a chunk: one product of its feature table Φ with M."
     def table_chunk(self, kern, X, w, out):
@@ -511,7 +511,7 @@ class TiedCovariance(_Expanded, _MatrixType):
         U = kern.precisions_chol
         return (np.matmul(A - _cross(N, b, m).sum(0), U) * U).sum()
 
-# %% ../nbs/07_gaussian.ipynb #13bdbb44
+# %% ../nbs/07_gaussian.ipynb #572e87fe
 class DiagCovariance(_Expanded, _ScaleType):
     "Covariance type 'diag': one variance per component and feature."
     name = 'diag'
@@ -550,7 +550,7 @@ class DiagCovariance(_Expanded, _ScaleType):
 
     def quad(self, kern, N, b, A, m): return ((A - 2 * b * m + N[:, None] * m**2) * kern.precisions_chol**2).sum()
 
-# %% ../nbs/07_gaussian.ipynb #845e19da
+# %% ../nbs/07_gaussian.ipynb #825ad88f
 class SphericalCovariance(DiagCovariance):
     "Covariance type 'spherical': one variance per component."
     name = 'spherical'
@@ -576,7 +576,7 @@ class SphericalCovariance(DiagCovariance):
     def quad(self, kern, N, b, A, m):
         return ((A - 2 * (b * m).sum(1) + N * (m**2).sum(1)) * kern.precisions_chol**2).sum()
 
-# %% ../nbs/07_gaussian.ipynb #edd69f7a
+# %% ../nbs/07_gaussian.ipynb #e54e855c
 COVARIANCE = {t.name: t for t in (FullCovariance(), TiedCovariance(), DiagCovariance(), SphericalCovariance())}   # the one table per covariance type
 
 def precision_cholesky(
@@ -586,7 +586,7 @@ def precision_cholesky(
     "`compute_precision_cholesky` by the type's table, with numpy's batched linear algebra; the same `ValueError`."
     return COVARIANCE[covariance_type].precision_cholesky(covariances)
 
-# %% ../nbs/07_gaussian.ipynb #65af866e
+# %% ../nbs/07_gaussian.ipynb #99df139e
 _SAFE = 1e-10   # largest rounding error bound (relative) allowed on the fast path; beyond it a component goes direct
 
 class GaussianKernels:
@@ -690,3 +690,149 @@ class GaussianKernels:
         N, m = stats['nk'], self.means - self.frames       # m: each mean in its own frame (small)
         quad = self.kind.quad(self, N, stats['sum_x'], stats['sum_xx'], m)
         return float(np.where(N > 0, N * self.const_direct, 0.0).sum() - 0.5 * quad)
+
+# %% ../nbs/07_gaussian.ipynb #2ae203f8
+from .e_step import posterior
+from .em import EStep
+
+# %% ../nbs/07_gaussian.ipynb #340e21d1
+_LOG_2PI_E = math.log(2 * math.pi) + 1.0   # the entropy of N(0, 1) is ½ log(2πe)
+
+def missing_groups(
+    mask:np.ndarray, # True where a value is missing, shape (n, d)
+)->list: # one (rows (n_m,), missing columns (n_m, m)) per count m >= 1 that occurs, m ascending
+    "Rows with missing coordinates grouped by how many they miss, each with its own missing columns; complete rows are left out."
+    counts = mask.sum(axis=1)
+    groups = []
+    for m in np.unique(counts[counts > 0]):
+        rows = np.flatnonzero(counts == m)
+        groups.append((rows, np.nonzero(mask[rows])[1].reshape(len(rows), m)))   # row-major: each row's columns in order
+    return groups
+
+# %% ../nbs/07_gaussian.ipynb #fea1b3af
+class MissingRows:
+    "Rows with missing coordinates at one Gaussian θ: observed-marginal log joint (M.1), completed rows and conditional covariances (M.3), q's entropy (M.2)."
+    def __init__(self,
+        X:np.ndarray, # rows that each miss at least one coordinate (NaN) and observe at least one, shape (n, d)
+        covariance_type:str, # 'full', 'tied', 'diag' or 'spherical'
+        weights:np.ndarray, # mixture weights π, shape (k,)
+        means:np.ndarray, # means μ, shape (k, d)
+        precisions_chol:np.ndarray, # precision Cholesky factors U of the type's shape (P = U Uᵀ)
+    ):
+        n, d = X.shape
+        k = len(means)
+        self.covariance_type, self.k, self.d = covariance_type, k, d
+        mask = np.isnan(X)
+        U = full_covariances(precisions_chol, covariance_type, k, d)            # (k, d, d), works for factors too
+        P = U @ U.transpose(0, 2, 1)                                               # the precisions
+        log_det_U = np.broadcast_to(COVARIANCE[covariance_type].log_det(precisions_chol, d), (k,))
+        with np.errstate(divide='ignore'): log_w = np.log(weights)
+        x0 = np.where(mask, 0.0, X)
+        self.n_missing = mask.sum(axis=1)
+        self.groups = missing_groups(mask)
+        self.log_joint = np.empty((n, k))
+        self.log_det_A = np.empty((n, k))                     # log det P_mm of each row and component
+        self.completed = np.empty((k, n, d))                  # x̂_ij: x_i with its missing coordinates set to E[x_m | x_o, j]
+        self.cond_cov = []                                    # per group: (k, n_m, m, m) conditional covariances P_mm⁻¹
+        for rows, cols in self.groups:
+            n_m, m = cols.shape
+            at = (np.arange(n_m)[:, None], cols)              # the missing entries of the group's rows
+            C = np.empty((k, n_m, m, m))
+            for j in range(k):
+                delta = x0[rows] - means[j]
+                delta[at] = 0.0                                # δ: x - μ_j on the observed coordinates, 0 elsewhere
+                g = (delta @ P[j])[at]                         # P_mo δ_o
+                A = P[j][cols[:, :, None], cols[:, None, :]]   # P_mm, one (m, m) block per row
+                try: L = np.linalg.cholesky(A)
+                except np.linalg.LinAlgError: raise _not_positive_definite(f"component {j}") from None
+                C[j] = np.linalg.inv(A)
+                delta[at] = -np.einsum('nab,nb->na', C[j], g)  # E[x_m | x_o] - μ_jm = -P_mm⁻¹ P_mo δ_o
+                y = delta @ U[j]
+                log_det_A = 2 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+                self.log_det_A[rows, j] = log_det_A
+                self.log_joint[rows, j] = (log_w[j] + log_det_U[j] - 0.5 * (d - m) * _LOG_2PI - 0.5 * log_det_A
+                                           - 0.5 * np.einsum('nd,nd->n', y, y))
+                self.completed[j, rows] = means[j] + delta
+            self.cond_cov.append(C)
+
+    def neg_entropy(self,
+        resp:np.ndarray, # q(z=j | x_o) of these rows, shape (n, k)
+    )->np.ndarray: # Σ_j q_ij E log N(x_m | x̂_ijm, C_ij) = -Σ_j q_ij H_ij, shape (n,)
+        "Minus the entropy of the conditional Gaussians over the missing coordinates, weighted by q (M.2)."
+        return (resp * (0.5 * self.log_det_A - 0.5 * _LOG_2PI_E * self.n_missing[:, None])).sum(axis=1)
+
+    def imputed(self,
+        resp:np.ndarray, # q(z=j | x_o) of these rows, shape (n, k)
+    )->np.ndarray: # Σ_j q_ij x̂_ij: E[x | x_o] under the mixture, shape (n, d)
+        "The rows with each missing coordinate replaced by its conditional mean under the mixture."
+        return np.einsum('nj,jnd->nd', resp, self.completed)
+
+    def stats(self,
+        wresp:np.ndarray, # responsibilities times sample weights of these rows, shape (n, k)
+        frames:np.ndarray, # the fit's frames F_j, shape (k, d)
+    )->dict: # 'nk', 'sum_x', 'sum_xx' as `GaussianKernels.stats` returns them, with E_q over the missing coordinates
+        "Σ r (x̂ - F_j) and Σ r [(x̂ - F_j)(x̂ - F_j)ᵀ + C], in the type's shape: they add to the complete rows' statistics."
+        k, d, t = self.k, self.d, self.covariance_type
+        diag = t in ('diag', 'spherical')
+        sum_x, S = np.empty((k, d)), np.empty((k, d) if diag else (k, d, d))
+        for j in range(k):
+            D, r = self.completed[j] - frames[j], wresp[:, j]
+            sum_x[j] = r @ D
+            S[j] = r @ D**2 if diag else (r * D.T) @ D
+            for (rows, cols), C in zip(self.groups, self.cond_cov):      # + Σ r C, scattered onto the missing block
+                rc = r[rows]
+                if diag:
+                    S[j] += np.bincount(cols.ravel(), (rc[:, None] * np.diagonal(C[j], axis1=1, axis2=2)).ravel(),
+                                        minlength=d)
+                else:
+                    at = (cols[:, :, None] * d + cols[:, None, :]).ravel()
+                    S[j] += np.bincount(at, (rc[:, None, None] * C[j]).ravel(), minlength=d * d).reshape(d, d)
+        if t == 'tied': S = S.sum(axis=0)
+        elif t == 'spherical': S = S.sum(axis=1)
+        return dict(nk=wresp.sum(axis=0), sum_x=sum_x, sum_xx=S)
+
+# %% ../nbs/07_gaussian.ipynb #99d0648e
+class ObservedRows:
+    "A block of rows, some with NaN, at one Gaussian θ: complete rows by the fast kernels, the others by `MissingRows`."
+    def __init__(self,
+        kern:GaussianKernels, # kernels at the current θ (their frames are the statistics' frames)
+        X:np.ndarray, # rows, NaN where missing, none entirely missing, shape (n, d)
+        mask:np.ndarray|None=None, # np.isnan(X) if already known
+    ):
+        self.kern = kern
+        mask = np.isnan(X) if mask is None else mask
+        self.partial = np.flatnonzero(mask.any(axis=1))
+        self.complete = np.flatnonzero(~mask.any(axis=1))
+        self.X_complete = X[self.complete]
+        self.missing = MissingRows(X[self.partial], kern.covariance_type, kern.weights, kern.means, kern.precisions_chol)
+        self.log_joint = np.empty((len(X), kern.k))
+        self.log_joint[self.complete] = kern.log_joint(self.X_complete)
+        self.log_joint[self.partial] = self.missing.log_joint
+
+    def neg_entropy(self, resp:np.ndarray)->np.ndarray:
+        "Σ_j q_ij E log q(x_m | x_o, j) of each row, 0 for complete rows, shape (n,)."
+        out = np.zeros(len(resp))
+        out[self.partial] = self.missing.neg_entropy(resp[self.partial])
+        return out
+
+    def stats(self, wresp:np.ndarray)->dict:
+        "The block's statistics: the complete rows' by the kernels plus the others' by `MissingRows.stats`."
+        a = self.kern.stats(self.X_complete, wresp[self.complete])
+        b = self.missing.stats(wresp[self.partial], self.kern.frames)
+        return {key: a[key] + b[key] for key in a}
+
+def observed_e_step(
+    kern:GaussianKernels, # kernels at the current θ
+    X:np.ndarray, # a block of rows, NaN where missing, none entirely missing, shape (n, d)
+    sample_weight:np.ndarray|None=None, # row weights, shape (n,); None: all ones
+    stats:bool=True, # whether to compute the statistics
+)->EStep: # the engine's E-step: q(z, x_m | x_o) = q(z | x_o) N(x_m | x̂, C), its sums and statistics
+    "The E-step (M.1)-(M.3) on rows with missing coordinates: the ledger's q covers z and the missing values."
+    rows = ObservedRows(kern, X)
+    resp, log_norm, neg_h = posterior(rows.log_joint)
+    with np.errstate(invalid='ignore'): cross = np.where(resp > 0, resp * rows.log_joint, 0.0).sum(axis=1)
+    h = rows.neg_entropy(resp)                 # E_q log q(x_m | ·) enters -H(q) and, equally, E_q log p(x, z)
+    cross, neg_h = cross + h, neg_h + h
+    w = np.ones(len(X)) if sample_weight is None else sample_weight
+    s = rows.stats(resp * w[:, None]) if stats else None
+    return EStep(float(w.sum()), float(w @ log_norm), float(w @ cross), float(w @ neg_h), s)
