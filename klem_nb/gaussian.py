@@ -710,6 +710,25 @@ def missing_groups(
     return groups
 
 # %% ../nbs/07_gaussian.ipynb #fea1b3af
+def _inverse_spd(
+    A:np.ndarray, # symmetric positive definite blocks, shape (n, m, m)
+    j:int, # the component they belong to, for the error message
+)->tuple: # (A⁻¹ (n, m, m), log det A (n,))
+    "Inverses and log-determinants of many small SPD blocks: closed forms for m = 1 and 2 (most rows), else numpy's batched ones."
+    m = A.shape[1]
+    if m == 1: det = A[:, 0, 0]
+    elif m == 2: det = A[:, 0, 0] * A[:, 1, 1] - A[:, 0, 1] * A[:, 1, 0]
+    if m <= 2:
+        if not (det > 0).all() or not (A[:, 0, 0] > 0).all(): raise _not_positive_definite(f"component {j}")
+        if m == 1: return 1.0 / A, np.log(det)
+        inv = np.empty_like(A)
+        inv[:, 0, 0], inv[:, 1, 1] = A[:, 1, 1] / det, A[:, 0, 0] / det
+        inv[:, 0, 1] = inv[:, 1, 0] = -A[:, 0, 1] / det
+        return inv, np.log(det)
+    try: L = np.linalg.cholesky(A)
+    except np.linalg.LinAlgError: raise _not_positive_definite(f"component {j}") from None
+    return np.linalg.inv(A), 2 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+
 class MissingRows:
     "Rows with missing coordinates at one Gaussian θ: observed-marginal log joint (M.1), completed rows and conditional covariances (M.3), q's entropy (M.2)."
     def __init__(self,
@@ -723,37 +742,54 @@ class MissingRows:
         k = len(means)
         self.covariance_type, self.k, self.d = covariance_type, k, d
         mask = np.isnan(X)
+        self.n_missing = mask.sum(axis=1)
+        with np.errstate(divide='ignore'): log_w = np.log(weights)
+        if covariance_type in ('diag', 'spherical'):   # P diagonal: x_m ⟂ x_o within a component, all matrix products
+            self._scale_type(X, mask, log_w, means, precisions_chol)
+            return
         U = full_covariances(precisions_chol, covariance_type, k, d)            # (k, d, d), works for factors too
         P = U @ U.transpose(0, 2, 1)                                               # the precisions
         log_det_U = np.broadcast_to(COVARIANCE[covariance_type].log_det(precisions_chol, d), (k,))
-        with np.errstate(divide='ignore'): log_w = np.log(weights)
         x0 = np.where(mask, 0.0, X)
-        self.n_missing = mask.sum(axis=1)
         self.groups = missing_groups(mask)
         self.log_joint = np.empty((n, k))
         self.log_det_A = np.empty((n, k))                     # log det P_mm of each row and component
         self.completed = np.empty((k, n, d))                  # x̂_ij: x_i with its missing coordinates set to E[x_m | x_o, j]
         self.cond_cov = []                                    # per group: (k, n_m, m, m) conditional covariances P_mm⁻¹
+        shared = covariance_type == 'tied'                   # one P for all components: P_mm factored once per group
         for rows, cols in self.groups:
             n_m, m = cols.shape
             at = (np.arange(n_m)[:, None], cols)              # the missing entries of the group's rows
             C = np.empty((k, n_m, m, m))
             for j in range(k):
+                if j == 0 or not shared:
+                    A = P[j][cols[:, :, None], cols[:, None, :]]   # P_mm, one (m, m) block per row
+                    C[j], log_det_A = _inverse_spd(A, j)
+                else: C[j] = C[0]
                 delta = x0[rows] - means[j]
                 delta[at] = 0.0                                # δ: x - μ_j on the observed coordinates, 0 elsewhere
                 g = (delta @ P[j])[at]                         # P_mo δ_o
-                A = P[j][cols[:, :, None], cols[:, None, :]]   # P_mm, one (m, m) block per row
-                try: L = np.linalg.cholesky(A)
-                except np.linalg.LinAlgError: raise _not_positive_definite(f"component {j}") from None
-                C[j] = np.linalg.inv(A)
                 delta[at] = -np.einsum('nab,nb->na', C[j], g)  # E[x_m | x_o] - μ_jm = -P_mm⁻¹ P_mo δ_o
                 y = delta @ U[j]
-                log_det_A = 2 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
                 self.log_det_A[rows, j] = log_det_A
                 self.log_joint[rows, j] = (log_w[j] + log_det_U[j] - 0.5 * (d - m) * _LOG_2PI - 0.5 * log_det_A
                                            - 0.5 * np.einsum('nd,nd->n', y, y))
                 self.completed[j, rows] = means[j] + delta
             self.cond_cov.append(C)
+
+    def _scale_type(self, X, mask, log_w, means, precisions_chol):
+        "diag and spherical: (7.21) is a sum over the observed coordinates, so each term is a product with the masks."
+        k, d = means.shape
+        p = np.broadcast_to((precisions_chol**2).reshape(k, -1), (k, d))            # 1/σ², (k, d)
+        self.centre = means.mean(axis=0)                    # a common frame, so that the expanded squares keep their digits
+        self.seen, self.gone = (~mask).astype(np.float64), mask.astype(np.float64)
+        self.xc = np.where(mask, 0.0, X - self.centre)      # (x - c) on the observed coordinates, 0 elsewhere
+        self.mc, self.var = means - self.centre, 1.0 / p
+        quad = (self.xc**2) @ p.T - 2 * self.xc @ (self.mc * p).T + self.seen @ (self.mc**2 * p).T
+        self.log_det_A = self.gone @ np.log(p).T
+        self.log_joint = (log_w + 0.5 * (self.seen @ np.log(p).T) - 0.5 * _LOG_2PI * self.seen.sum(axis=1)[:, None]
+                          - 0.5 * quad)
+        self.completed = None
 
     def neg_entropy(self,
         resp:np.ndarray, # q(z=j | x_o) of these rows, shape (n, k)
@@ -765,6 +801,7 @@ class MissingRows:
         resp:np.ndarray, # q(z=j | x_o) of these rows, shape (n, k)
     )->np.ndarray: # Σ_j q_ij x̂_ij: E[x | x_o] under the mixture, shape (n, d)
         "The rows with each missing coordinate replaced by its conditional mean under the mixture."
+        if self.completed is None: return self.xc + self.centre + self.gone * (resp @ self.mc)
         return np.einsum('nj,jnd->nd', resp, self.completed)
 
     def stats(self,
@@ -773,6 +810,7 @@ class MissingRows:
     )->dict: # 'nk', 'sum_x', 'sum_xx' as `GaussianKernels.stats` returns them, with E_q over the missing coordinates
         "Σ r (x̂ - F_j) and Σ r [(x̂ - F_j)(x̂ - F_j)ᵀ + C], in the type's shape: they add to the complete rows' statistics."
         k, d, t = self.k, self.d, self.covariance_type
+        if self.completed is None: return self._scale_stats(wresp, frames)
         diag = t in ('diag', 'spherical')
         sum_x, S = np.empty((k, d)), np.empty((k, d) if diag else (k, d, d))
         for j in range(k):
@@ -790,6 +828,15 @@ class MissingRows:
         if t == 'tied': S = S.sum(axis=0)
         elif t == 'spherical': S = S.sum(axis=1)
         return dict(nk=wresp.sum(axis=0), sum_x=sum_x, sum_xx=S)
+
+    def _scale_stats(self, wresp, frames):
+        "diag and spherical: the sums of (15.3) from products of rᵀ with the masked data, moved to each frame F_j."
+        rt, fc = wresp.T, frames - self.centre
+        N, t1, t2, no = wresp.sum(axis=0), rt @ self.xc, rt @ self.xc**2, rt @ self.seen
+        nm = N[:, None] - no                                   # Σ r over the rows that miss each feature
+        sum_x = t1 + nm * self.mc - N[:, None] * fc            # Σ r (x̂ - F_j), x̂ = x observed, μ_j missing
+        S = t2 - 2 * fc * t1 + no * fc**2 + nm * ((self.mc - fc)**2 + self.var)   # Σ r [(x̂ - F_j)² + σ² on the missing]
+        return dict(nk=N, sum_x=sum_x, sum_xx=S.sum(axis=1) if self.covariance_type == 'spherical' else S)
 
 # %% ../nbs/07_gaussian.ipynb #99d0648e
 class ObservedRows:
