@@ -711,23 +711,41 @@ def missing_groups(
 
 # %% ../nbs/07_gaussian.ipynb #fea1b3af
 def _inverse_spd(
-    A:np.ndarray, # symmetric positive definite blocks, shape (n, m, m)
-    j:int, # the component they belong to, for the error message
-)->tuple: # (A⁻¹ (n, m, m), log det A (n,))
-    "Inverses and log-determinants of many small SPD blocks: closed forms for m = 1 and 2 (most rows), else numpy's batched ones."
-    m = A.shape[1]
-    if m == 1: det = A[:, 0, 0]
-    elif m == 2: det = A[:, 0, 0] * A[:, 1, 1] - A[:, 0, 1] * A[:, 1, 0]
-    if m <= 2:
-        if not (det > 0).all() or not (A[:, 0, 0] > 0).all(): raise _not_positive_definite(f"component {j}")
-        if m == 1: return 1.0 / A, np.log(det)
-        inv = np.empty_like(A)
-        inv[:, 0, 0], inv[:, 1, 1] = A[:, 1, 1] / det, A[:, 0, 0] / det
-        inv[:, 0, 1] = inv[:, 1, 0] = -A[:, 0, 1] / det
-        return inv, np.log(det)
-    try: L = np.linalg.cholesky(A)
-    except np.linalg.LinAlgError: raise _not_positive_definite(f"component {j}") from None
-    return np.linalg.inv(A), 2 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+    A:np.ndarray, # symmetric positive definite blocks, shape (k, n, m, m): component, row, block
+)->tuple: # (A⁻¹ (k, n, m, m), log det A (k, n))
+    "Inverses and log-determinants of many small SPD blocks: closed forms for m <= 3 (most rows), else numpy's batched ones."
+    m = A.shape[-1]
+    if m == 3: return _inverse_spd3(A)
+    if m > 3:
+        try: L = np.linalg.cholesky(A)
+        except np.linalg.LinAlgError:
+            raise _not_positive_definite(f"component {next(j for j in range(len(A)) if not _is_spd(A[j]))}") from None
+        return np.linalg.inv(A), 2 * np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(axis=-1)
+    det = A[..., 0, 0] if m == 1 else A[..., 0, 0] * A[..., 1, 1] - A[..., 0, 1] * A[..., 1, 0]
+    bad = ~((det > 0) & (A[..., 0, 0] > 0))
+    if bad.any(): raise _not_positive_definite(f"component {int(np.argwhere(bad)[0, 0])}")
+    if m == 1: return 1.0 / A, np.log(det)
+    inv = np.empty_like(A)
+    inv[..., 0, 0], inv[..., 1, 1] = A[..., 1, 1] / det, A[..., 0, 0] / det
+    inv[..., 0, 1] = inv[..., 1, 0] = -A[..., 0, 1] / det
+    return inv, np.log(det)
+
+def _inverse_spd3(A):
+    "`_inverse_spd` for 3 x 3 blocks: the adjugate over the determinant, positive definite by the leading minors."
+    a00, a01, a02, a11, a12, a22 = (A[..., i, j] for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)))
+    c00, c01, c02 = a11 * a22 - a12 * a12, a02 * a12 - a01 * a22, a01 * a12 - a02 * a11
+    c11, c12, c22 = a00 * a22 - a02 * a02, a01 * a02 - a00 * a12, a00 * a11 - a01 * a01
+    det = a00 * c00 + a01 * c01 + a02 * c02
+    bad = ~((a00 > 0) & (c22 > 0) & (det > 0))
+    if bad.any(): raise _not_positive_definite(f"component {int(np.argwhere(bad)[0, 0])}")
+    inv = np.stack([np.stack([c00, c01, c02], -1), np.stack([c01, c11, c12], -1), np.stack([c02, c12, c22], -1)], -2)
+    return inv / det[..., None, None], np.log(det)
+
+def _is_spd(A)->bool:
+    "Whether numpy's Cholesky accepts every block of A."
+    try: np.linalg.cholesky(A)
+    except np.linalg.LinAlgError: return False
+    return True
 
 class MissingRows:
     "Rows with missing coordinates at one Gaussian θ: observed-marginal log joint (M.1), completed rows and conditional covariances (M.3), q's entropy (M.2)."
@@ -750,32 +768,38 @@ class MissingRows:
         U = full_covariances(precisions_chol, covariance_type, k, d)            # (k, d, d), works for factors too
         P = U @ U.transpose(0, 2, 1)                                               # the precisions
         log_det_U = np.broadcast_to(COVARIANCE[covariance_type].log_det(precisions_chol, d), (k,))
-        x0 = np.where(mask, 0.0, X)
         self.groups = missing_groups(mask)
-        self.log_joint = np.empty((n, k))
-        self.log_det_A = np.empty((n, k))                     # log det P_mm of each row and component
-        self.completed = np.empty((k, n, d))                  # x̂_ij: x_i with its missing coordinates set to E[x_m | x_o, j]
-        self.cond_cov = []                                    # per group: (k, n_m, m, m) conditional covariances P_mm⁻¹
+        self.order = np.concatenate([rows for rows, _ in self.groups])   # rows sorted by group: each group a slice
+        self.inverse = np.empty(n, dtype=np.intp)
+        self.inverse[self.order] = np.arange(n)
+        x0 = np.where(mask, 0.0, X)[self.order]
+        log_joint, log_det_A = np.empty((n, k)), np.empty((n, k))          # in the sorted order
+        self.completed = np.empty((k, n, d))                  # x̂_ij, sorted: x_i with x_m set to E[x_m | x_o, j]
+        self.cond_cov, self.slices = [], []                   # per group: (k, n_m, m, m) conditional covariances P_mm⁻¹
         shared = covariance_type == 'tied'                   # one P for all components: P_mm factored once per group
+        a = 0
         for rows, cols in self.groups:
             n_m, m = cols.shape
+            b = a + n_m
             at = (np.arange(n_m)[:, None], cols)              # the missing entries of the group's rows
-            C = np.empty((k, n_m, m, m))
+            blocks = P[:1] if shared else P
+            C, ld = _inverse_spd(blocks[:, cols[:, :, None], cols[:, None, :]])   # P_mm of every row and component
+            if shared: C, ld = np.broadcast_to(C, (k,) + C.shape[1:]), np.broadcast_to(ld, (k, n_m))
+            xg = x0[a:b]
             for j in range(k):
-                if j == 0 or not shared:
-                    A = P[j][cols[:, :, None], cols[:, None, :]]   # P_mm, one (m, m) block per row
-                    C[j], log_det_A = _inverse_spd(A, j)
-                else: C[j] = C[0]
-                delta = x0[rows] - means[j]
+                delta = xg - means[j]
                 delta[at] = 0.0                                # δ: x - μ_j on the observed coordinates, 0 elsewhere
                 g = (delta @ P[j])[at]                         # P_mo δ_o
                 delta[at] = -np.einsum('nab,nb->na', C[j], g)  # E[x_m | x_o] - μ_jm = -P_mm⁻¹ P_mo δ_o
                 y = delta @ U[j]
-                self.log_det_A[rows, j] = log_det_A
-                self.log_joint[rows, j] = (log_w[j] + log_det_U[j] - 0.5 * (d - m) * _LOG_2PI - 0.5 * log_det_A
-                                           - 0.5 * np.einsum('nd,nd->n', y, y))
-                self.completed[j, rows] = means[j] + delta
+                log_det_A[a:b, j] = ld[j]
+                log_joint[a:b, j] = (log_w[j] + log_det_U[j] - 0.5 * (d - m) * _LOG_2PI - 0.5 * ld[j]
+                                     - 0.5 * np.einsum('nd,nd->n', y, y))
+                np.add(means[j], delta, out=self.completed[j, a:b])
             self.cond_cov.append(C)
+            self.slices.append((a, b, cols))
+            a = b
+        self.log_joint, self.log_det_A = log_joint[self.inverse], log_det_A[self.inverse]
 
     def _scale_type(self, X, mask, log_w, means, precisions_chol):
         "diag and spherical: (7.21) is a sum over the observed coordinates, so each term is a product with the masks."
@@ -802,7 +826,7 @@ class MissingRows:
     )->np.ndarray: # Σ_j q_ij x̂_ij: E[x | x_o] under the mixture, shape (n, d)
         "The rows with each missing coordinate replaced by its conditional mean under the mixture."
         if self.completed is None: return self.xc + self.centre + self.gone * (resp @ self.mc)
-        return np.einsum('nj,jnd->nd', resp, self.completed)
+        return np.einsum('nj,jnd->nd', resp[self.order], self.completed)[self.inverse]
 
     def stats(self,
         wresp:np.ndarray, # responsibilities times sample weights of these rows, shape (n, k)
@@ -811,22 +835,16 @@ class MissingRows:
         "Σ r (x̂ - F_j) and Σ r [(x̂ - F_j)(x̂ - F_j)ᵀ + C], in the type's shape: they add to the complete rows' statistics."
         k, d, t = self.k, self.d, self.covariance_type
         if self.completed is None: return self._scale_stats(wresp, frames)
-        diag = t in ('diag', 'spherical')
-        sum_x, S = np.empty((k, d)), np.empty((k, d) if diag else (k, d, d))
+        sum_x, S = np.empty((k, d)), np.empty((k, d, d))
+        wresp = wresp[self.order]                               # the sorted order of `completed`
         for j in range(k):
             D, r = self.completed[j] - frames[j], wresp[:, j]
             sum_x[j] = r @ D
-            S[j] = r @ D**2 if diag else (r * D.T) @ D
-            for (rows, cols), C in zip(self.groups, self.cond_cov):      # + Σ r C, scattered onto the missing block
-                rc = r[rows]
-                if diag:
-                    S[j] += np.bincount(cols.ravel(), (rc[:, None] * np.diagonal(C[j], axis1=1, axis2=2)).ravel(),
-                                        minlength=d)
-                else:
-                    at = (cols[:, :, None] * d + cols[:, None, :]).ravel()
-                    S[j] += np.bincount(at, (rc[:, None, None] * C[j]).ravel(), minlength=d * d).reshape(d, d)
+            S[j] = (r * D.T) @ D
+            for (a, b, cols), C in zip(self.slices, self.cond_cov):     # + Σ r C, scattered onto the missing block
+                at = (cols[:, :, None] * d + cols[:, None, :]).ravel()
+                S[j] += np.bincount(at, (r[a:b, None, None] * C[j]).ravel(), minlength=d * d).reshape(d, d)
         if t == 'tied': S = S.sum(axis=0)
-        elif t == 'spherical': S = S.sum(axis=1)
         return dict(nk=wresp.sum(axis=0), sum_x=sum_x, sum_xx=S)
 
     def _scale_stats(self, wresp, frames):
