@@ -54,14 +54,19 @@ def test_clone_keeps_params_and_drops_fit():
     np.testing.assert_allclose(cl.fit(X_OF).means_, gm.means_, rtol=1e-12)
 
 
+# klem_nb's own constructor parameters, after scikit-learn's, each defaulting to scikit-learn's behaviour (issue 12)
+EXTRA = {'nan_policy': 'raise'}
+
+
 def test_constructor_is_sklearns():
     import inspect
     import sklearn.mixture
     ours = inspect.signature(GaussianMixture.__init__)
     theirs = inspect.signature(sklearn.mixture.GaussianMixture.__init__)
-    assert [(p.name, p.kind, p.default) for p in ours.parameters.values()] == \
+    assert [(p.name, p.kind, p.default) for p in ours.parameters.values() if p.name not in EXTRA] == \
            [(p.name, p.kind, p.default) for p in theirs.parameters.values()]
-    assert GaussianMixture().get_params() == sklearn.mixture.GaussianMixture().get_params()
+    assert list(ours.parameters)[-len(EXTRA):] == list(EXTRA)
+    assert GaussianMixture().get_params() == {**sklearn.mixture.GaussianMixture().get_params(), **EXTRA}
 
 
 def test_pipeline_with_scaler():
