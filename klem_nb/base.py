@@ -287,6 +287,12 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         self.init_params, self.random_state, self.warm_start = init_params, random_state, warm_start
         self.verbose, self.verbose_interval, self.nan_policy = verbose, verbose_interval, nan_policy
 
+    def __sklearn_tags__(self):
+        "scikit-learn's tags: `allow_nan` under nan_policy='marginalize'."
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self.nan_policy == 'marginalize'
+        return tags
+
     # ---- hooks: the model's half -------------------------------------------------------------------
     def _check_data(self, X):
         "Check the values of validated data X (n, d) against the model's support; raise `ValueError`. Default: accept."

@@ -243,3 +243,24 @@ def test_mutation_counting_missing_entries_in_mean_family_misses_closed_form(mon
     X = holes(pois_data(), 0.3, 1)
     fit = PoissonMixture(1, nan_policy='marginalize').fit(X)
     assert not np.allclose(fit.means_[0], np.nanmean(X, axis=0), rtol=1e-3)
+
+
+# ---- scikit-learn's own checks with NaN allowed ---------------------------------------------------------------------
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+# Gaussian only: scikit-learn's checks feed real-valued data, which Bernoulli/Poisson refuse by design (their checks
+# run behind a KBinsDiscretizer in tests/test_mixtures.py). With allow_nan set, the checks also fit data with NaN.
+MARGINALIZE = [GaussianMixture(covariance_type=t, nan_policy='marginalize') for t in TYPES] + \
+              [GaussianMixture(n_components=2, covariance_type='diag', nan_policy='marginalize', max_iter=20)]
+
+
+def expected_failed(estimator):
+    "As in tests/test_estimator_checks.py: with several components, random starts draw per row."
+    if estimator.n_components > 1:
+        return {'check_sample_weight_equivalence_on_dense_data': 'random starts draw per row (as for KMeans)'}
+    return {}
+
+
+@parametrize_with_checks(MARGINALIZE, expected_failed_checks=expected_failed)
+def test_sklearn_checks_under_marginalize(estimator, check):
+    check(estimator)
