@@ -293,7 +293,7 @@ class GaussianMixture(BaseMixture):
 
     def _estimate_weighted_log_prob(self, X):
         "log π_j + log N(x_i | μ_j, Σ_j), shape (n, k), by the fast kernels of `klem_nb.gaussian`; rows with NaN: their observed marginals."
-        if np.isnan(X).any(): return ObservedRows(self._kernels(), X).log_joint
+        if self.nan_policy == 'marginalize' and np.isnan(X).any(): return ObservedRows(self._kernels(), X).log_joint
         return self._kernels().log_joint(X)
 
     def _e_step(self, X, sample_weight=None, stats=True):
