@@ -765,26 +765,21 @@ class MissingRows:
         if covariance_type in ('diag', 'spherical'):   # P diagonal: x_m ⟂ x_o within a component, all matrix products
             self._scale_type(X, mask, log_w, means, precisions_chol)
             return
+        if covariance_type == 'tied':                  # one P: expand the squares, no (n, d) x (d, d) product per component
+            self._tied_type(X, mask, log_w, means, precisions_chol)
+            return
         U = full_covariances(precisions_chol, covariance_type, k, d)            # (k, d, d), works for factors too
         P = U @ U.transpose(0, 2, 1)                                               # the precisions
         log_det_U = np.broadcast_to(COVARIANCE[covariance_type].log_det(precisions_chol, d), (k,))
-        self.groups = missing_groups(mask)
-        self.order = np.concatenate([rows for rows, _ in self.groups])   # rows sorted by group: each group a slice
-        self.inverse = np.empty(n, dtype=np.intp)
-        self.inverse[self.order] = np.arange(n)
+        self._sort(mask)
         x0 = np.where(mask, 0.0, X)[self.order]
         log_joint, log_det_A = np.empty((n, k)), np.empty((n, k))          # in the sorted order
         self.completed = np.empty((k, n, d))                  # x̂_ij, sorted: x_i with x_m set to E[x_m | x_o, j]
-        self.cond_cov, self.slices = [], []                   # per group: (k, n_m, m, m) conditional covariances P_mm⁻¹
-        shared = covariance_type == 'tied'                   # one P for all components: P_mm factored once per group
-        a = 0
-        for rows, cols in self.groups:
+        self.cond_cov = []                                    # per group: (k, n_m, m, m) conditional covariances P_mm⁻¹
+        for a, b, cols in self.slices:
             n_m, m = cols.shape
-            b = a + n_m
             at = (np.arange(n_m)[:, None], cols)              # the missing entries of the group's rows
-            blocks = P[:1] if shared else P
-            C, ld = _inverse_spd(blocks[:, cols[:, :, None], cols[:, None, :]])   # P_mm of every row and component
-            if shared: C, ld = np.broadcast_to(C, (k,) + C.shape[1:]), np.broadcast_to(ld, (k, n_m))
+            C, ld = _inverse_spd(P[:, cols[:, :, None], cols[:, None, :]])   # P_mm of every row and component
             xg = x0[a:b]
             for j in range(k):
                 delta = xg - means[j]
@@ -797,9 +792,75 @@ class MissingRows:
                                      - 0.5 * np.einsum('nd,nd->n', y, y))
                 np.add(means[j], delta, out=self.completed[j, a:b])
             self.cond_cov.append(C)
-            self.slices.append((a, b, cols))
-            a = b
         self.log_joint, self.log_det_A = log_joint[self.inverse], log_det_A[self.inverse]
+
+    def _tied_type(self, X, mask, log_w, means, precisions_chol):
+        "tied: with δ_j = (x - μ_j) on the observed coordinates, every term of (7.20)-(7.21) is a product shared by all components plus (m, m) work per row."
+        n, d = X.shape
+        k = len(means)
+        self._sort(mask)
+        U = precisions_chol
+        P = U @ U.T
+        self.centre = c = means.mean(axis=0)              # a common frame, so that the expanded squares keep their digits
+        xc = np.where(mask, 0.0, X - c)[self.order]           # x̃: x - c on the observed coordinates, sorted
+        mc = means - c
+        G, MP = xc @ P, mc @ P                                 # x̃ P (n, d) and μ̃_j P (k, d): the only d x d products
+        s0, mpm, Gm_all = np.einsum('nd,nd->n', G, xc), np.einsum('kd,kd->k', MP, mc), G @ mc.T
+        log_det_U = np.log(np.diagonal(U)).sum()
+        log_joint, log_det_A = np.empty((n, k)), np.empty((n, k))
+        self.xc, self.values, self.cond_cov = xc, [], []
+        for a, b, cols in self.slices:
+            n_m, m = cols.shape
+            at = (np.arange(n_m)[:, None], cols)
+            A = P[cols[:, :, None], cols[:, None, :]]          # P_mm of each row, shared by the components
+            C, ld = (a_[0] for a_ in _inverse_spd(A[None]))
+            Gm, um, MPm = G[a:b][at], mc[:, cols], MP[:, cols]          # (n_m, m), (k, n_m, m), (k, n_m, m)
+            Au = np.einsum('nab,knb->kna', A, um)
+            g = Gm - MPm + Au                                  # P_mo δ_o for each component
+            dPd = (s0[a:b] - 2 * (Gm_all[a:b].T - np.einsum('na,kna->kn', Gm, um))
+                   + mpm[:, None] - 2 * np.einsum('kna,kna->kn', um, MPm) + np.einsum('kna,kna->kn', um, Au))
+            quad = dPd - np.einsum('kna,nab,knb->kn', g, C, g)  # δᵀPδ - gᵀ P_mm⁻¹ g: the marginal's quadratic form
+            log_det_A[a:b] = ld[:, None]
+            log_joint[a:b] = (log_w + log_det_U - 0.5 * (d - m) * _LOG_2PI - 0.5 * ld[:, None] - 0.5 * quad.T)
+            self.values.append(np.einsum('nab,knb->kna', C, MPm - Gm))   # E[x_m | x_o, j] - c_m, (k, n_m, m)
+            self.cond_cov.append(C)
+        self.log_joint, self.log_det_A = log_joint[self.inverse], log_det_A[self.inverse]
+        self.completed = None
+
+    def _tied_stats(self, wresp, frames):
+        "tied: Σ_j Σ_i r_ij [(x̂_ij - F_j)(x̂_ij - F_j)ᵀ + C_i] from two (d, n) x (n, d) products and (m, m) work per row."
+        k, d = self.k, self.d
+        r = wresp[self.order]
+        f = frames - self.centre
+        N, R, xc = r.sum(axis=0), r.sum(axis=1), self.xc
+        filled = np.zeros_like(xc)                             # Σ_j r_ij (x̂_ijm - c_m) on each row's missing coordinates
+        Y = np.zeros((k, d))                                   # Σ_i r_ij (x̂_ijm - c_m), per component
+        VV = np.zeros(d * d)
+        for (a, b, cols), v, C in zip(self.slices, self.values, self.cond_cov):
+            rg = r[a:b].T                                      # (k, n_m)
+            n_m, m = cols.shape
+            filled[np.arange(n_m)[:, None] + a, cols] = np.einsum('kn,kna->na', rg, v)
+            Y += np.bincount((np.arange(k)[:, None, None] * d + cols[None]).ravel(), (rg[:, :, None] * v).ravel(),
+                             minlength=k * d).reshape(k, d)
+            vv = np.einsum('kn,kna,knb->nab', rg, v, v) + R[a:b, None, None] * C
+            VV += np.bincount((cols[:, :, None] * d + cols[:, None, :]).ravel(), vv.ravel(), minlength=d * d)
+        sum_x = r.T @ xc + Y - N[:, None] * f
+        B = filled - r @ f                                     # Σ_j r_ij (E v_ij - f_j), (n, d)
+        XB = xc.T @ B
+        S = (xc * R[:, None]).T @ xc + XB + XB.T + VV.reshape(d, d) - Y.T @ f - f.T @ Y + (N * f.T) @ f
+        return dict(nk=N, sum_x=sum_x, sum_xx=S)
+
+    def _sort(self, mask):
+        "Groups by number missing; rows sorted so that each group is a slice (`order`, `inverse`, `slices`)."
+        n = len(mask)
+        self.groups = missing_groups(mask)
+        self.order = np.concatenate([rows for rows, _ in self.groups])
+        self.inverse = np.empty(n, dtype=np.intp)
+        self.inverse[self.order] = np.arange(n)
+        self.slices, a = [], 0
+        for rows, cols in self.groups:
+            self.slices.append((a, a + len(rows), cols))
+            a += len(rows)
 
     def _scale_type(self, X, mask, log_w, means, precisions_chol):
         "diag and spherical: (7.21) is a sum over the observed coordinates, so each term is a product with the masks."
@@ -825,6 +886,12 @@ class MissingRows:
         resp:np.ndarray, # q(z=j | x_o) of these rows, shape (n, k)
     )->np.ndarray: # Σ_j q_ij x̂_ij: E[x | x_o] under the mixture, shape (n, d)
         "The rows with each missing coordinate replaced by its conditional mean under the mixture."
+        if self.covariance_type == 'tied':
+            out = self.xc + self.centre
+            r = resp[self.order]
+            for (a, b, cols), v in zip(self.slices, self.values):
+                out[np.arange(b - a)[:, None] + a, cols] = np.einsum('nk,kna->na', r[a:b], v) + self.centre[cols]
+            return out[self.inverse]
         if self.completed is None: return self.xc + self.centre + self.gone * (resp @ self.mc)
         return np.einsum('nj,jnd->nd', resp[self.order], self.completed)[self.inverse]
 
@@ -834,6 +901,7 @@ class MissingRows:
     )->dict: # 'nk', 'sum_x', 'sum_xx' as `GaussianKernels.stats` returns them, with E_q over the missing coordinates
         "Σ r (x̂ - F_j) and Σ r [(x̂ - F_j)(x̂ - F_j)ᵀ + C], in the type's shape: they add to the complete rows' statistics."
         k, d, t = self.k, self.d, self.covariance_type
+        if t == 'tied': return self._tied_stats(wresp, frames)
         if self.completed is None: return self._scale_stats(wresp, frames)
         sum_x, S = np.empty((k, d)), np.empty((k, d, d))
         wresp = wresp[self.order]                               # the sorted order of `completed`
