@@ -741,6 +741,24 @@ def _inverse_spd3(A):
     inv = np.stack([np.stack([c00, c01, c02], -1), np.stack([c01, c11, c12], -1), np.stack([c02, c12, c22], -1)], -2)
     return inv / det[..., None, None], np.log(det)
 
+def _mv(
+    A:np.ndarray, # small matrices, shape (..., n, m, m)
+    v:np.ndarray, # vectors, shape (..., n, m), broadcast against A's leading axes
+)->np.ndarray: # A v for each row, shape (..., n, m)
+    "Many small matrix-vector products, one column at a time (m is a handful: numpy reduces short axes slowly)."
+    out = A[..., 0] * v[..., None, 0]
+    for b in range(1, A.shape[-1]): out += A[..., b] * v[..., None, b]
+    return out
+
+def _dot(
+    x:np.ndarray, # vectors, shape (..., m)
+    y:np.ndarray, # vectors, broadcast against x
+)->np.ndarray: # Σ_a x_a y_a, shape (...)
+    "Many short dot products, one coordinate at a time."
+    out = x[..., 0] * y[..., 0]
+    for a in range(1, x.shape[-1]): out = out + x[..., a] * y[..., a]
+    return out
+
 def _is_spd(A)->bool:
     "Whether numpy's Cholesky accepts every block of A."
     try: np.linalg.cholesky(A)
@@ -785,7 +803,7 @@ class MissingRows:
                 delta = xg - means[j]
                 delta[at] = 0.0                                # δ: x - μ_j on the observed coordinates, 0 elsewhere
                 g = (delta @ P[j])[at]                         # P_mo δ_o
-                delta[at] = -np.einsum('nab,nb->na', C[j], g)  # E[x_m | x_o] - μ_jm = -P_mm⁻¹ P_mo δ_o
+                delta[at] = -_mv(C[j], g)  # E[x_m | x_o] - μ_jm = -P_mm⁻¹ P_mo δ_o
                 y = delta @ U[j]
                 log_det_A[a:b, j] = ld[j]
                 log_joint[a:b, j] = (log_w[j] + log_det_U[j] - 0.5 * (d - m) * _LOG_2PI - 0.5 * ld[j]
@@ -815,14 +833,14 @@ class MissingRows:
             A = P[cols[:, :, None], cols[:, None, :]]          # P_mm of each row, shared by the components
             C, ld = (a_[0] for a_ in _inverse_spd(A[None]))
             Gm, um, MPm = G[a:b][at], mc[:, cols], MP[:, cols]          # (n_m, m), (k, n_m, m), (k, n_m, m)
-            Au = np.einsum('nab,knb->kna', A, um)
+            Au = _mv(A, um)
             g = Gm - MPm + Au                                  # P_mo δ_o for each component
-            dPd = (s0[a:b] - 2 * (Gm_all[a:b].T - np.einsum('na,kna->kn', Gm, um))
-                   + mpm[:, None] - 2 * np.einsum('kna,kna->kn', um, MPm) + np.einsum('kna,kna->kn', um, Au))
-            quad = dPd - np.einsum('kna,nab,knb->kn', g, C, g)  # δᵀPδ - gᵀ P_mm⁻¹ g: the marginal's quadratic form
+            dPd = (s0[a:b] - 2 * (Gm_all[a:b].T - _dot(Gm, um))
+                   + mpm[:, None] - 2 * _dot(um, MPm) + _dot(um, Au))
+            quad = dPd - _dot(g, _mv(C, g))  # δᵀPδ - gᵀ P_mm⁻¹ g: the marginal's quadratic form
             log_det_A[a:b] = ld[:, None]
             log_joint[a:b] = (log_w + log_det_U - 0.5 * (d - m) * _LOG_2PI - 0.5 * ld[:, None] - 0.5 * quad.T)
-            self.values.append(np.einsum('nab,knb->kna', C, MPm - Gm))   # E[x_m | x_o, j] - c_m, (k, n_m, m)
+            self.values.append(_mv(C, MPm - Gm))   # E[x_m | x_o, j] - c_m, (k, n_m, m)
             self.cond_cov.append(C)
         self.log_joint, self.log_det_A = log_joint[self.inverse], log_det_A[self.inverse]
         self.completed = None
@@ -839,10 +857,10 @@ class MissingRows:
         for (a, b, cols), v, C in zip(self.slices, self.values, self.cond_cov):
             rg = r[a:b].T                                      # (k, n_m)
             n_m, m = cols.shape
-            filled[np.arange(n_m)[:, None] + a, cols] = np.einsum('kn,kna->na', rg, v)
+            filled[np.arange(n_m)[:, None] + a, cols] = (rg[:, :, None] * v).sum(axis=0)
             Y += np.bincount((np.arange(k)[:, None, None] * d + cols[None]).ravel(), (rg[:, :, None] * v).ravel(),
                              minlength=k * d).reshape(k, d)
-            vv = np.einsum('kn,kna,knb->nab', rg, v, v) + R[a:b, None, None] * C
+            vv = ((rg[:, :, None] * v)[..., :, None] * v[..., None, :]).sum(axis=0) + R[a:b, None, None] * C
             VV += np.bincount((cols[:, :, None] * d + cols[:, None, :]).ravel(), vv.ravel(), minlength=d * d)
         sum_x = r.T @ xc + Y - N[:, None] * f
         B = filled - r @ f                                     # Σ_j r_ij (E v_ij - f_j), (n, d)
@@ -890,7 +908,7 @@ class MissingRows:
             out = self.xc + self.centre
             r = resp[self.order]
             for (a, b, cols), v in zip(self.slices, self.values):
-                out[np.arange(b - a)[:, None] + a, cols] = np.einsum('nk,kna->na', r[a:b], v) + self.centre[cols]
+                out[np.arange(b - a)[:, None] + a, cols] = (r[a:b].T[:, :, None] * v).sum(axis=0) + self.centre[cols]
             return out[self.inverse]
         if self.completed is None: return self.xc + self.centre + self.gone * (resp @ self.mc)
         return np.einsum('nj,jnd->nd', resp[self.order], self.completed)[self.inverse]
