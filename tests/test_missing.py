@@ -264,3 +264,23 @@ def expected_failed(estimator):
 @parametrize_with_checks(MARGINALIZE, expected_failed_checks=expected_failed)
 def test_sklearn_checks_under_marginalize(estimator, check):
     check(estimator)
+
+
+def test_tied_expanded_path_equals_full_path_far_from_origin():
+    "The tied rows' expanded squares against the per-component path of 'full' with k copies of the same precision."
+    rng = np.random.default_rng(1)
+    k, d, n = 4, 6, 500
+    A = rng.normal(size=(d, d))
+    cov = A @ A.T / d + 0.3 * np.eye(d)
+    mu, w = rng.normal(size=(k, d)) * 3 + 50, rng.dirichlet(np.ones(k))
+    X = holes(rng.normal(size=(n, d)) * 2 + 50, 0.3, 9)
+    X = X[np.isnan(X).any(axis=1)]
+    tied = gaussian.MissingRows(X, 'tied', w, mu, gaussian.precision_cholesky(cov, 'tied'))
+    full = gaussian.MissingRows(X, 'full', w, mu, gaussian.precision_cholesky(np.repeat(cov[None], k, 0), 'full'))
+    np.testing.assert_allclose(tied.log_joint, full.log_joint, rtol=1e-13)
+    np.testing.assert_allclose(tied.log_det_A, full.log_det_A, rtol=1e-13, atol=1e-13)
+    resp = np.exp(full.log_joint - logsumexp(full.log_joint, axis=1, keepdims=True))
+    np.testing.assert_allclose(tied.imputed(resp), full.imputed(resp), rtol=1e-13)
+    a, b = tied.stats(resp, mu + 0.1), full.stats(resp, mu + 0.1)
+    np.testing.assert_allclose(a['sum_x'], b['sum_x'], rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(a['sum_xx'], b['sum_xx'].sum(axis=0), rtol=1e-12)
