@@ -14,7 +14,9 @@ import numpy as np
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .gaussian import COVARIANCE, COVARIANCE_TYPES, GaussianKernels, Scratch, one_blas_thread
+from .gaussian import (COVARIANCE, COVARIANCE_TYPES, GaussianKernels, MissingRows, ObservedRows, Scratch,
+                              observed_e_step, one_blas_thread)
+from .e_step import posterior
 from .base import BaseMixture, check_frozen
 from .em import DEFAULT_BLOCK_SIZE
 
@@ -120,10 +122,6 @@ class GaussianMixture(BaseMixture):
             (n_components, n_features, n_features) if 'full'
 
         None: from `init_params`.
-    frozen : tuple of str, default=()
-        Parameters held at their starting values (from `*_init`, or from `init_params`) for the whole fit: any of
-        'weights', 'means', 'covariances'. The others get the maximiser with the frozen ones held; with frozen
-        means, the covariances are taken about those means.
     random_state : int, RandomState instance or None, default=None
         Controls the random starts and the draws of `sample`. Pass an int for results that repeat.
     warm_start : bool, default=False
@@ -135,6 +133,16 @@ class GaussianMixture(BaseMixture):
         log-likelihood, and each run's final lower bound.
     verbose_interval : int, default=10
         The number of iterations between two iteration lines.
+    nan_policy : {'raise', 'marginalize'}, default='raise'
+        What a NaN in `X` means. 'raise': it is an error, as in scikit-learn. 'marginalize': the value is missing
+        at random; the E-step uses each row's observed coordinates (the marginal of the observed block), the
+        M-step the conditional means and covariances of the missing ones, so that EM maximises the
+        observed-data likelihood. `score_samples`, `predict` and `predict_proba` then accept rows with NaN, and
+        `impute` fills them in. A row with no observed value is an error.
+    frozen : tuple of str, default=()
+        Parameters held at their starting values (from `*_init`, or from `init_params`) for the whole fit: any of
+        'weights', 'means', 'covariances'. The others get the maximiser with the frozen ones held; with frozen
+        means, the covariances are taken about those means.
 
     Attributes
     ----------
@@ -214,11 +222,12 @@ class GaussianMixture(BaseMixture):
         warm_start:bool=False, # continue from the last fit's parameters (one run, n_init ignored)
         verbose:int=0, # 1 prints initialisations and iterations, 2 adds timings and log-likelihood changes
         verbose_interval:int=10, # iterations between two iteration messages
+        nan_policy:str='raise', # NaN in X: 'raise' a ValueError, or 'marginalize' (missing at random)
         frozen=(), # parameters held at their starting values: any of 'weights', 'means', 'covariances'
     ):
         super().__init__(n_components=n_components, tol=tol, max_iter=max_iter, n_init=n_init,
                          init_params=init_params, random_state=random_state, warm_start=warm_start,
-                         verbose=verbose, verbose_interval=verbose_interval)
+                         verbose=verbose, verbose_interval=verbose_interval, nan_policy=nan_policy)
         self.covariance_type, self.reg_covar = covariance_type, reg_covar
         self.weights_init, self.means_init, self.precisions_init = weights_init, means_init, precisions_init
         self.frozen = frozen
@@ -230,7 +239,7 @@ class GaussianMixture(BaseMixture):
     def _check_parameters(self, X):
         "Validate the starting values against the data (stored privately; the parameters stay as given)."
         k, d = self.n_components, X.shape[1]
-        self._box = (X.min(axis=0).astype(np.float64), X.max(axis=0).astype(np.float64))   # for the kernels' rounding bound
+        self._box = (np.nanmin(X, axis=0).astype(np.float64), np.nanmax(X, axis=0).astype(np.float64))   # for the kernels' rounding bound
         self._weights_init = None if self.weights_init is None else check_weights_init(self.weights_init, k)
         self._means_init = None if self.means_init is None else check_means_init(self.means_init, k, d)
         self._precisions_init = (None if self.precisions_init is None else
@@ -292,8 +301,20 @@ class GaussianMixture(BaseMixture):
         return self._kernels().expected_log_joint(stats)
 
     def _estimate_weighted_log_prob(self, X):
-        "log π_j + log N(x_i | μ_j, Σ_j), shape (n, k), by the fast kernels of `klem_nb.gaussian`."
+        "log π_j + log N(x_i | μ_j, Σ_j), shape (n, k), by the fast kernels of `klem_nb.gaussian`; rows with NaN: their observed marginals."
+        if self.nan_policy == 'marginalize' and np.isnan(X).any(): return ObservedRows(self._kernels(), X).log_joint
         return self._kernels().log_joint(X)
+
+    def _e_step(self, X, sample_weight=None, stats=True):
+        "Under 'marginalize', the E-step of a block with missing values (q covers them too); None: the engine's own."
+        if self.nan_policy != 'marginalize' or not np.isnan(X).any(): return None
+        return observed_e_step(self._kernels(), X, sample_weight, stats)
+
+    def _conditional_means(self, X):
+        "Σ_j p(j | x_o) (μ_jm + Σ_jmo Σ_joo⁻¹ (x_o - μ_jo)) in the missing coordinates of rows with NaN, shape (n, d)."
+        kern = self._kernels()
+        rows = MissingRows(X, self.covariance_type, kern.weights, kern.means, kern.precisions_chol)
+        return rows.imputed(posterior(rows.log_joint)[0])
 
     def _sufficient_stats(self, X, wresp):
         return self._kernels().stats(X, wresp)

@@ -54,6 +54,10 @@ def test_clone_keeps_params_and_drops_fit():
     np.testing.assert_allclose(cl.fit(X_OF).means_, gm.means_, rtol=1e-12)
 
 
+# klem_nb's own constructor parameters, after scikit-learn's, each defaulting to scikit-learn's behaviour (issue 12)
+EXTRA = {'nan_policy': 'raise', 'frozen': ()}
+
+
 def test_constructor_is_sklearns():
     import inspect
     import sklearn.mixture
@@ -63,12 +67,9 @@ def test_constructor_is_sklearns():
     theirs = [(p.name, p.kind, p.default) for p in theirs.parameters.values()]
     assert ours[:len(theirs)] == theirs                      # scikit-learn's parameters, in its order, then ours
     extra = {name: default for name, _, default in ours[len(theirs):]}
-    assert extra == KLEM_ONLY                                # each defaults to scikit-learn's behaviour
+    assert extra == EXTRA                                # each defaults to scikit-learn's behaviour
     params = GaussianMixture().get_params()
-    assert {k: v for k, v in params.items() if k not in KLEM_ONLY} == sklearn.mixture.GaussianMixture().get_params()
-
-
-KLEM_ONLY = {'frozen': ()}                                   # parameters scikit-learn's GaussianMixture does not have
+    assert {k: v for k, v in params.items() if k not in EXTRA} == sklearn.mixture.GaussianMixture().get_params()
 
 
 def test_pipeline_with_scaler():

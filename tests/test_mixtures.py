@@ -515,7 +515,7 @@ def test_constructor_clone_and_params(Est):
     sig = inspect.signature(Est.__init__)
     assert [(p.name, p.default) for p in list(sig.parameters.values())[1:]] == [
         ('n_components', 1), ('tol', 1e-3), ('max_iter', 100), ('n_init', 1), ('init_params', 'kmeans'),
-        ('random_state', None), ('warm_start', False), ('verbose', 0), ('verbose_interval', 10)]
+        ('random_state', None), ('warm_start', False), ('verbose', 0), ('verbose_interval', 10), ('nan_policy', 'raise')]
     assert all(p.kind == p.KEYWORD_ONLY for p in list(sig.parameters.values())[2:])
     X, _, _ = mixture_data('bernoulli', 1, n=100)
     est = Est(3, tol=1e-5, n_init=2, init_params='random', random_state=4).fit(X)
