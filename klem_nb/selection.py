@@ -6,7 +6,7 @@
 __all__ = ['n_parameters', 'component_parameters', 'smallest_variances', 'degeneracy', 'shared_start', 'starting_parameters',
            'GaussianMixtureIC', 'plot_criterion']
 
-# %% ../nbs/16_selection.ipynb #ca1c7cfc
+# %% ../nbs/16_selection.ipynb #818a33f0
 import math
 import warnings
 from numbers import Integral, Real
@@ -24,7 +24,7 @@ from .em import sum_stats
 from .base import INIT_PARAMS, StartingResponsibilities, initial_responsibilities
 from .gmm import GaussianMixture
 
-# %% ../nbs/16_selection.ipynb #64a4159e
+# %% ../nbs/16_selection.ipynb #91f0a9a3
 def n_parameters(
     n_components:int, # k
     n_features:int, # d
@@ -43,7 +43,7 @@ def component_parameters(
     d = n_features
     return d + {'full': d * (d + 1) // 2, 'tied': 0, 'diag': d, 'spherical': 1}[covariance_type]
 
-# %% ../nbs/16_selection.ipynb #31fb5453
+# %% ../nbs/16_selection.ipynb #2972afd2
 def smallest_variances(
     covariances:np.ndarray, # covariances of the type's shape
     covariance_type:str, # 'full', 'tied', 'diag' or 'spherical'
@@ -80,7 +80,7 @@ def degeneracy(
         return f"component {j} holds {points[j]:.3g} effective points, fewer than its {own} free parameters"
     return ''
 
-# %% ../nbs/16_selection.ipynb #f1543bf8
+# %% ../nbs/16_selection.ipynb #d5d2c808
 def shared_start(
     X:np.ndarray, # validated data, shape (n, d)
     n_components:int, # k
@@ -121,7 +121,7 @@ def starting_parameters(
     else: precisions = 1.0 / cov
     return dict(weights_init=nk / nk.sum(), means_init=means, precisions_init=precisions)
 
-# %% ../nbs/16_selection.ipynb #08854edd
+# %% ../nbs/16_selection.ipynb #26287153
 def _fit_run(X, k, covariance_type, start, settings, floor, collapse_factor):
     "Fit one candidate from one shared start; return what selection needs (the estimator, None if the fit failed)."
     gm = GaussianMixture(k, covariance_type=covariance_type, n_init=1, **settings)
@@ -136,7 +136,7 @@ def _fit_run(X, k, covariance_type, start, settings, floor, collapse_factor):
     return dict(estimator=gm, log_likelihood=log_likelihood, converged=bool(gm.converged_),
                 reason=degeneracy(gm, X.shape[0], floor, collapse_factor))
 
-# %% ../nbs/16_selection.ipynb #cf291a81
+# %% ../nbs/16_selection.ipynb #87736111
 def _candidate(runs, criterion, n, n_params, guard):
     "One row of `results_` from a candidate's runs: the best eligible run (the best run, unguarded) and why not, if none."
     fitted = [r for r in runs if r['estimator'] is not None]
@@ -150,7 +150,7 @@ def _candidate(runs, criterion, n, n_params, guard):
                                    rejected=rejected, n_starts=len(runs),
                                    n_degenerate=sum(bool(r['reason']) for r in runs))
 
-# %% ../nbs/16_selection.ipynb #78301e12
+# %% ../nbs/16_selection.ipynb #d7f72460
 class GaussianMixtureIC(DensityMixin, BaseEstimator):
     """Choose a Gaussian mixture by BIC or AIC over numbers of components and covariance types, skipping degenerate fits.
 
@@ -352,7 +352,7 @@ class GaussianMixtureIC(DensityMixin, BaseEstimator):
         "The chosen fit's mean log-likelihood."
         return self._best().score(X)
 
-# %% ../nbs/16_selection.ipynb #1d3cfe84
+# %% ../nbs/16_selection.ipynb #3c10b550
 _STYLE = {'full': ('o', 'C0'), 'tied': ('s', 'C1'), 'diag': ('D', 'C2'), 'spherical': ('^', 'C3')}   # the same look in every plot
 
 def plot_criterion(
