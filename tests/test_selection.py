@@ -245,6 +245,18 @@ def test_clone_and_params():
     assert one.results_['covariance_type'] == ['tied', 'tied']
 
 
+def test_scikit_learn_estimator_checks():
+    "scikit-learn's check_estimator, on a small grid (the checks fit many tiny data sets)."
+    import warnings
+    from sklearn.utils.estimator_checks import check_estimator
+    est = GaussianMixtureIC(max_components=2, covariance_types=('diag',), n_init=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        results = check_estimator(est, on_fail=None)
+    failed = [(r['check_name'], str(r['exception'])[:200]) for r in results if r['status'] == 'failed']
+    assert len(results) > 30 and not failed, failed
+
+
 def test_float32():
     sel = GaussianMixtureIC(max_components=3, covariance_types=('tied',), random_state=0).fit(X.astype(np.float32))
     assert sel.n_components_ == 3
