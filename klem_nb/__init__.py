@@ -7,7 +7,8 @@ import sys as _sys
 from types import ModuleType as _ModuleType
 
 _LAZY = {'GaussianMixture': 'klem_nb.gmm', 'BernoulliMixture': 'klem_nb.discrete',
-         'PoissonMixture': 'klem_nb.discrete', 'em': 'klem_nb.em', 'Ledger': 'klem_nb.em'}
+         'PoissonMixture': 'klem_nb.discrete', 'em': 'klem_nb.em', 'Ledger': 'klem_nb.em',
+         'GaussianHMM': 'klem_nb.hmm', 'CategoricalHMM': 'klem_nb.hmm', 'PoissonHMM': 'klem_nb.hmm'}
 
 __all__ = list(_LAZY)
 

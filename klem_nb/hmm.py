@@ -12,11 +12,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .em import EStep, EMModel, em
-from .gaussian import compute_precision_cholesky, estimate_log_gaussian_prob, available_cpus
+from .gaussian import compute_precision_cholesky, estimate_log_gaussian_prob, available_cpus, one_blas_thread
 
 # %% auto #0
-__all__ = ['Sequences', 'split_lengths', 'forward_backward', 'viterbi', 'HMMModel', 'BaseHMM', 'GaussianHMM', 'CategoricalHMM',
-           'PoissonHMM']
+__all__ = ['CHUNKED_MIN_T', 'CHUNKED_MAX_K', 'Sequences', 'split_lengths', 'forward_backward', 'viterbi', 'HMMModel', 'BaseHMM',
+           'GaussianHMM', 'CategoricalHMM', 'PoissonHMM']
 
 # %% ../nbs/14_hmm.ipynb #639c1e62
 class Sequences:
@@ -64,6 +64,79 @@ def _plog(p:np.ndarray, v:np.ndarray)->np.ndarray:
 
 def _plogq(p:np.ndarray)->np.ndarray: return _plog(p, p)
 
+def _passes_plain(pi, A, B):
+    "The scaled forward and backward recursions (14.4), one step at a time for all m sequences at once."
+    m, T, k = B.shape
+    fwd, bwd, c = np.empty((m, T, k)), np.empty((m, T, k)), np.empty((m, T))
+    a = pi * B[:, 0]
+    for t in range(T):
+        if t: a = (fwd[:, t - 1] @ A) * B[:, t]
+        c[:, t] = s = a.sum(1)
+        fwd[:, t] = a / np.where(s > 0, s, 1)[:, None]
+    bwd[:, T - 1] = 1.0
+    for t in range(T - 2, -1, -1):
+        bwd[:, t] = (B[:, t + 1] * bwd[:, t + 1]) @ A.T / np.where(c[:, t + 1] > 0, c[:, t + 1], 1)[:, None]
+    return fwd, bwd, c
+
+CHUNKED_MIN_T = 512   # sequences at least this long run the two-level recursion...
+CHUNKED_MAX_K = 8     # ...when k is this small: its transfer matrices cost T k³, the plain recursion T k²
+
+def _passes_chunked(pi, A, B):
+    """The same α̂, β̂ and scales with about 3√T numpy steps instead of 2T: cut each sequence into C chunks of L steps;
+    (1) every chunk's transfer matrix Π_t A diag(b_t), all chunks at once; (2) the chunk-boundary vectors, chunk by
+    chunk; (3) the recursions inside all chunks at once from their boundary vectors."""
+    m, T, k = B.shape
+    L = max(8, int(np.ceil(np.sqrt(2 * T / 3))))
+    C = -(-T // L)
+    Bp = np.ones((m, C * L, k)); Bp[:, :T] = B
+    Bc = Bp.reshape(m * C, L, k)                                # chunks of all sequences, sequence-major
+    t = np.arange(C * L).reshape(C, L)
+    ident = np.tile((t == 0) | (t >= T), (m, 1))                 # (m C, L): step without a transition (first or padding)
+    M, ones, ones2, any_id = m * C, np.ones(k), np.ones(k * k), ident.any(0)
+    P = np.broadcast_to(np.eye(k), (M, k, k)).copy()            # (1) transfer matrices, rescaled to sum 1
+    for l in range(L):
+        PA = (P.reshape(-1, k) @ A).reshape(M, k, k)
+        if any_id[l]: PA[ident[:, l]] = P[ident[:, l]]
+        P = PA * Bc[:, l, None, :]
+        s = P.reshape(M, -1) @ ones2
+        P /= np.where(s > 0, s, 1)[:, None, None]
+    P = P.reshape(m, C, k, k)
+    V, U = np.empty((m, C, k)), np.empty((m, C, k))             # (2) incoming α̂ direction, outgoing β̂ direction
+    v = pi.copy()[None].repeat(m, 0)
+    for ch in range(C):
+        V[:, ch] = v
+        v = np.einsum('mi,mij->mj', v, P[:, ch]); v /= np.where((s := v @ ones) > 0, s, 1)[:, None]
+    u = np.ones((m, k))
+    for ch in range(C - 1, -1, -1):
+        U[:, ch] = u
+        u = np.einsum('mij,mj->mi', P[:, ch], u); u /= np.where((s := u @ ones) > 0, s, 1)[:, None]
+    fwd, bwd, c = np.empty((M, L, k)), np.empty((M, L, k)), np.empty((M, L))   # (3) inside the chunks
+    a = V.reshape(M, k)
+    for l in range(L):
+        aA = a @ A
+        if any_id[l]: aA[ident[:, l]] = a[ident[:, l]]
+        a = aA * Bc[:, l]
+        c[:, l] = s = a @ ones
+        a = a / np.where(s > 0, s, 1)[:, None]
+        fwd[:, l] = a
+    b = U.reshape(M, k)
+    bwd[:, L - 1] = b
+    AT = np.ascontiguousarray(A.T)
+    for l in range(L - 2, -1, -1):
+        bb = Bc[:, l + 1] * b
+        bA = bb @ AT
+        if any_id[l + 1]: bA[ident[:, l + 1]] = bb[ident[:, l + 1]]
+        b = bA / np.where(c[:, l + 1] > 0, c[:, l + 1], 1)[:, None]
+        bwd[:, l] = b
+    r = np.einsum('mk,mk->m', fwd[:, L - 1], bwd[:, L - 1])    # Σ α̂β̂ is 1 at every step: fixes each chunk's β̂ scale
+    bwd /= np.where(r > 0, r, 1)[:, None, None]
+    return fwd.reshape(m, C * L, k)[:, :T], bwd.reshape(m, C * L, k)[:, :T], c.reshape(m, C * L)[:, :T]
+
+def _passes(pi, A, B):
+    "α̂, β̂ and the scales c of m equal-length sequences; long ones by the chunked recursion."
+    if B.shape[1] < CHUNKED_MIN_T or B.shape[2] > CHUNKED_MAX_K: return _passes_plain(pi, A, B)
+    return _passes_chunked(pi, A, B)
+
 def forward_backward(
     log_startprob:np.ndarray, # log π, shape (k,)
     transmat:np.ndarray, # A, shape (k, k), rows sum to 1
@@ -77,22 +150,12 @@ def forward_backward(
     shift = log_frameprob.max(2)                               # (m, T): each step's emissions scaled by their largest
     if not np.isfinite(shift).all(): raise ValueError("an observation has probability 0 under every state")
     B = np.exp(log_frameprob - shift[:, :, None])              # (m, T, k), largest entry 1 per step
-    pi = np.exp(log_startprob)
-    fwd, c = np.empty((m, T, k)), np.empty((m, T))             # fwd: α̂_t (scaled: sums to 1); c: the scales
-    a = pi * B[:, 0]
-    for t in range(T):
-        if t: a = (fwd[:, t - 1] @ transmat) * B[:, t]
-        s = a.sum(1)
-        if not (s > 0).all(): raise ValueError("a sequence has probability 0 under the current parameters (check zeros in startprob_/transmat_)")
-        fwd[:, t], c[:, t] = a / s[:, None], s
-    bwd = np.empty((m, T, k))                                  # β̂_t = β_t / Π_{u>t} c_u
-    bwd[:, T - 1] = 1.0
-    for t in range(T - 2, -1, -1):
-        bwd[:, t] = (B[:, t + 1] * bwd[:, t + 1]) @ transmat.T / c[:, t + 1, None]
+    fwd, bwd, c = _passes(np.exp(log_startprob), transmat, B)
+    if not (c > 0).all(): raise ValueError("a sequence has probability 0 under the current parameters (check zeros in startprob_/transmat_)")
     log_c = np.log(c)
     log_prob = log_c.sum(1) + shift.sum(1)
     gamma = fwd * bwd
-    gamma /= gamma.sum(2, keepdims=True)
+    gamma /= (gamma @ np.ones(k))[:, :, None]
     # ξ_t(i, j) = α̂_t(i) A_ij B_{t+1}(j) β̂_{t+1}(j) / c_{t+1}; its sum over t and sequences is one product
     u = B[:, 1:] * bwd[:, 1:] / c[:, 1:, None]                 # (m, T-1, k)
     xi = transmat * ((fwd[:, :-1] * w[:, None, None]).reshape(-1, k).T @ u.reshape(-1, k)) if T > 1 else np.zeros((k, k))
@@ -125,8 +188,8 @@ def viterbi(
     for t in range(T - 1, 0, -1): path[:, t - 1] = back[rows, t, path[:, t]]
     return delta.max(1), path
 
-# %% ../nbs/14_hmm.ipynb #f200e6bc
-_ROWS_PER_CHUNK = 65_536   # sequences are E-stepped in chunks of about this many rows (whole sequences): a thread's unit
+# %% ../nbs/14_hmm.ipynb #f593f7f5
+_ROWS_PER_CHUNK = 262_144   # sequences are E-stepped in chunks of about this many rows (whole sequences): a thread's unit
 
 def _chunks_of(lengths:np.ndarray)->list:
     "Consecutive runs of sequences (a, b) of about `_ROWS_PER_CHUNK` rows; fixed by the data alone, not the thread count."
@@ -167,7 +230,8 @@ class HMMModel(EMModel):
         "Forward–backward on each sequence of the block (batched by length, chunks on threads), with its sums."
         w = np.ones(len(S)) if sample_weight is None else sample_weight
         chunks = _chunks_of(S.lengths)
-        run = lambda ab: self._e_chunk(S[ab[0]:ab[1]], w[ab[0]:ab[1]], stats)
+        def run(ab):
+            with one_blas_thread(): return self._e_chunk(S[ab[0]:ab[1]], w[ab[0]:ab[1]], stats)   # tall-skinny products: one BLAS thread is faster
         if self.n_jobs > 1 and len(chunks) > 1:
             with ThreadPoolExecutor(min(self.n_jobs, len(chunks))) as pool: parts = list(pool.map(run, chunks))
         else: parts = [run(ab) for ab in chunks]
@@ -270,7 +334,7 @@ class BaseHMM(BaseEstimator):
         S = Sequences(X, starts)
         W = float(len(S) if sample_weight is None else np.asarray(sample_weight, float).sum())
         if not (W > 0): raise ValueError("sample_weight must have a positive sum")
-        res = em(model, S, sample_weight=sample_weight, tol=self.tol / W, max_iter=self.n_iter, strict=self.strict)
+        res = em(model, S, sample_weight=sample_weight, tol=max(self.tol, 0) / W, max_iter=self.n_iter, strict=self.strict)
         for name, v in model.theta.items(): setattr(self, name + '_', v)
         self._set_n_features(X)
         self.lower_bounds_ = res.lower_bounds * W

@@ -227,3 +227,18 @@ def test_threads_give_identical_answers(monkeypatch):
     for f in fits[1:]:
         np.testing.assert_array_equal(f.means_, fits[0].means_)
         np.testing.assert_array_equal(f.lower_bounds_, fits[0].lower_bounds_)
+
+def test_long_sequences_chunked_recursion():
+    "Sequences longer than CHUNKED_MIN_T take the two-level recursion: still hmmlearn's answer, and the plain one's."
+    import klem_nb.hmm as H
+    rng = np.random.default_rng(5)
+    k, lengths = 3, np.array([1500, 700])
+    X = rng.poisson(np.array([2., 8., 20.])[_chain(rng, k, lengths.sum())])[:, None].astype(float)
+    sp, A = _start(k, rng)
+    start = dict(startprob_=sp, transmat_=A, lambdas_=np.array([[3.], [7.], [15.]]))
+    kw = dict(n_components=k, init_params='', n_iter=6, tol=0)
+    ours = _set(PoissonHMM(**kw), start).fit(X, lengths)
+    theirs = _set(hmm.PoissonHMM(**kw), start).fit(X, lengths)
+    _compare(ours, theirs, X, lengths, ['startprob_', 'transmat_', 'lambdas_'])
+    B = np.exp(rng.normal(size=(2, 1000, k)))
+    for a, b in zip(H._passes_plain(sp, A, B), H._passes_chunked(sp, A, B)): np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-300)
