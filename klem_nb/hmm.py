@@ -51,7 +51,7 @@ def split_lengths(
     if ln.sum() != n: raise ValueError(f"lengths sum to {int(ln.sum())} but X has {n} rows: they must sum to len(X)")
     return np.concatenate([[0], np.cumsum(ln)])
 
-# %% ../nbs/14_hmm.ipynb #407207b4
+# %% ../nbs/14_hmm.ipynb #2b14492d
 def _dot0(a:np.ndarray, b:np.ndarray)->float:
     "Σ a·b over all entries with 0·(±inf) = 0 (a ≥ 0 is a probability or a count)."
     with np.errstate(invalid='ignore', divide='ignore'):
@@ -168,7 +168,7 @@ def forward_backward(
     neg_entropy = float(w @ per) + _dot0(xi, log_A)
     return log_prob, gamma, xi, neg_entropy
 
-# %% ../nbs/14_hmm.ipynb #a575eac2
+# %% ../nbs/14_hmm.ipynb #980ede2c
 def viterbi(
     log_startprob:np.ndarray, # log π, shape (k,)
     log_transmat:np.ndarray, # log A, shape (k, k)
@@ -188,7 +188,7 @@ def viterbi(
     for t in range(T - 1, 0, -1): path[:, t - 1] = back[rows, t, path[:, t]]
     return delta.max(1), path
 
-# %% ../nbs/14_hmm.ipynb #f593f7f5
+# %% ../nbs/14_hmm.ipynb #5ccc68f5
 _ROWS_PER_CHUNK = 262_144   # sequences are E-stepped in chunks of about this many rows (whole sequences): a thread's unit
 
 def _chunks_of(lengths:np.ndarray)->list:
@@ -209,7 +209,14 @@ def _by_length(starts:np.ndarray):
 
 class HMMModel(EMModel):
     "The `EMModel` of an HMM: the data units are whole sequences, θ = (π, A, emission parameters) in `theta`."
-    def __init__(self, est, theta:dict, n_jobs:int=1): self.est, self.theta, self.n_jobs = est, theta, n_jobs
+    def __init__(self, est, theta:dict, n_jobs:int=1):
+        self.est, self.theta, self.n_jobs = est, theta, n_jobs
+        self._prior = (None, 0.0)
+
+    def log_prior(self)->float:
+        "log p(θ) of hmmlearn's priors at the current θ (0 when flat), once per θ: `em` adds it to the ledger's L and F."
+        if self._prior[0] is not self.theta: self._prior = (self.theta, self.est._log_prior(self.theta))
+        return self._prior[1]
 
     def _e_chunk(self, S:Sequences, w:np.ndarray, stats:bool)->EStep:
         th, est = self.theta, self.est
@@ -240,7 +247,7 @@ class HMMModel(EMModel):
         return total
 
     def m_step(self, stats):
-        "Maximise the expected complete-data log-likelihood (with hmmlearn's priors) in the parameters named by `params`."
+        "Maximise E_q log p_θ(x, z) + log p(θ) (hmmlearn's priors) in the parameters named by `params`."
         self.theta = self.est._m_step(self.theta, stats)
 
     def expected_log_joint(self, stats):
@@ -249,7 +256,7 @@ class HMMModel(EMModel):
         with np.errstate(divide='ignore'): log_pi, log_A = np.log(th['startprob']), np.log(th['transmat'])
         return _dot0(stats['start'], log_pi) + _dot0(stats['trans'], log_A) + self.est._emission_elj(th, stats)
 
-# %% ../nbs/14_hmm.ipynb #2b62249c
+# %% ../nbs/14_hmm.ipynb #a1679b70
 def _normalize(a:np.ndarray, axis=None)->np.ndarray:
     "Divide by the sum along `axis` (rows summing to 0 stay 0), as hmmlearn's M-step does."
     s = a.sum(axis, keepdims=axis is not None)
@@ -260,6 +267,11 @@ def _check_sum_1(name:str, a:np.ndarray):
     "`ValueError` unless `a` (or each row of it) sums to 1."
     s = a.sum(-1)
     if not np.allclose(s, 1): raise ValueError(f"{name} must sum to 1{' in every row' if a.ndim > 1 else ''}, got sum(s) {np.round(s, 6)}")
+
+def _dirichlet(alpha, p:np.ndarray)->float:
+    "Σ (α - 1) log p over the entries with p > 0: a Dirichlet log density up to its constant."
+    a = np.broadcast_to(np.asarray(alpha, float) - 1, p.shape)
+    with np.errstate(divide='ignore'): return float(np.where((a != 0) & (p > 0), a * np.log(np.where(p > 0, p, 1)), 0).sum())
 
 class _Monitor:
     "hmmlearn's `monitor_` view of a fit: `history` (the log-likelihood before each M-step), `iter`, `converged`."
@@ -310,6 +322,13 @@ class BaseHMM(BaseEstimator):
         self._init_emissions(th, X)
         return th
 
+    def _log_prior(self, th:dict)->float:
+        "log p(θ) up to a constant: Dirichlet start and transition priors plus the family's (0 when all are flat)."
+        return (_dirichlet(self.startprob_prior, th['startprob']) + _dirichlet(self.transmat_prior, th['transmat'])
+                + self._emission_log_prior(th))
+
+    def _emission_log_prior(self, th:dict)->float: return 0.0
+
     def _m_step(self, th:dict, stats:dict)->dict:
         "θ from the summed statistics: Dirichlet-prior start and transition counts, then the emission family's update."
         th = dict(th)
@@ -330,10 +349,10 @@ class BaseHMM(BaseEstimator):
         starts = self._starts(X, lengths)
         th = self._init_theta(X, starts)
         self._check_theta(th)
-        model = HMMModel(self, th, n_jobs=self._n_threads())
         S = Sequences(X, starts)
         W = float(len(S) if sample_weight is None else np.asarray(sample_weight, float).sum())
         if not (W > 0): raise ValueError("sample_weight must have a positive sum")
+        model = HMMModel(self, th, n_jobs=self._n_threads())
         res = em(model, S, sample_weight=sample_weight, tol=max(self.tol, 0) / W, max_iter=self.n_iter, strict=self.strict)
         for name, v in model.theta.items(): setattr(self, name + '_', v)
         self._set_n_features(X)
@@ -414,7 +433,7 @@ class BaseHMM(BaseEstimator):
             X.append(self._draw(th, currstate, rs))
         return np.atleast_2d(X), np.array(states, dtype=int)
 
-# %% ../nbs/14_hmm.ipynb #18450ca2
+# %% ../nbs/14_hmm.ipynb #c46ec345
 def _full(covars, covariance_type, k, d)->np.ndarray:
     "Covariances of any type as k full (d, d) matrices: hmmlearn's `covars_`."
     c = np.asarray(covars, float)
@@ -561,6 +580,22 @@ class GaussianHMM(BaseHMM):
             quad = np.trace(np.linalg.solve(cov, S), axis1=1, axis2=2)
         return float(-0.5 * (stats['post'] @ (d * np.log(2 * np.pi) + logdet) + quad.sum()))
 
+    def _emission_log_prior(self, th):
+        "The normal / inverse-gamma (Wishart) log density whose maximiser with (14.3) is hmmlearn's mean and covariance update."
+        means, ct = th['means'], self.covariance_type
+        k, d = means.shape
+        diff = means - self.means_prior
+        if ct in ('spherical', 'diag'):
+            var = np.broadcast_to(th['covars'][:, None] if ct == 'spherical' else th['covars'], (k, d))
+            w0 = max(self.covars_weight - 1, 0)
+            return float((-0.5 * w0 * np.log(var) - (self.covars_prior + self.means_weight * diff ** 2) / (2 * var)).sum())
+        w0 = max(self.covars_weight - d, 0)
+        psi = self.covars_prior + self.means_weight * diff[:, :, None] * diff[:, None, :]   # (k, d, d)
+        if ct == 'tied': cov, psi = th['covars'][None], (self.covars_prior + (psi - self.covars_prior).sum(0))[None]
+        else: cov = th['covars']
+        logdet = np.linalg.slogdet(cov)[1]
+        return float((-0.5 * w0 * logdet - 0.5 * np.trace(np.linalg.solve(cov, np.broadcast_to(psi, cov.shape)), axis1=1, axis2=2)).sum())
+
     def _emission_m_step(self, th, stats):
         post = stats['post'][:, None]
         if 'm' in self.params: th['means'] = (self.means_weight * self.means_prior + stats['obs']) / (self.means_weight + post)
@@ -581,7 +616,7 @@ class GaussianHMM(BaseHMM):
         return rs.multivariate_normal(th['means'][state], _full(th['covars'], self.covariance_type, self.n_components,
                                                                   th['means'].shape[1])[state])
 
-# %% ../nbs/14_hmm.ipynb #88c5c971
+# %% ../nbs/14_hmm.ipynb #455ed9eb
 class CategoricalHMM(BaseHMM):
     """Hidden Markov model with categorical emissions (symbols 0..n_features-1, X of shape (n_samples, 1)); hmmlearn 0.3.3's API.
 
@@ -655,12 +690,14 @@ class CategoricalHMM(BaseHMM):
     def _emission_elj(self, th, stats):
         with np.errstate(divide='ignore'): return _dot0(stats['obs'], np.log(th['emissionprob']))
 
+    def _emission_log_prior(self, th): return _dirichlet(self.emissionprob_prior, th['emissionprob'])
+
     def _emission_m_step(self, th, stats):
         if 'e' in self.params: th['emissionprob'] = _normalize(np.maximum(self.emissionprob_prior - 1 + stats['obs'], 0), axis=1)
 
     def _draw(self, th, state, rs): return [(np.cumsum(th['emissionprob'][state]) > rs.rand()).argmax()]
 
-# %% ../nbs/14_hmm.ipynb #84beffb2
+# %% ../nbs/14_hmm.ipynb #b404b1c4
 class PoissonHMM(BaseHMM):
     """Hidden Markov model with independent Poisson emissions per feature; hmmlearn 0.3.3's API.
 

@@ -242,3 +242,18 @@ def test_long_sequences_chunked_recursion():
     _compare(ours, theirs, X, lengths, ['startprob_', 'transmat_', 'lambdas_'])
     B = np.exp(rng.normal(size=(2, 1000, k)))
     for a, b in zip(H._passes_plain(sp, A, B), H._passes_chunked(sp, A, B)): np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-300)
+
+def test_map_ledger_with_priors(monkeypatch):
+    "With hmmlearn's priors the M-step maximises E log p + log p(θ): the ledger tracks that objective, strictly."
+    import klem_nb.hmm as H
+    X, lengths, rng = _gauss_data(1)
+    start = _gauss_start('full', 3, 2, rng, X)
+    kw = dict(n_components=3, covariance_type='full', init_params='', n_iter=40, tol=0, means_prior=0.5, means_weight=2.0,
+              covars_prior=0.3, covars_weight=4, strict=True)
+    est = _set(GaussianHMM(**kw), start).fit(X, lengths)
+    led = est.trace_
+    np.testing.assert_allclose(led.kl_gap[led.step == 'E'], 0, atol=1e-10)
+    L = led.log_likelihood[led.step == 'E'] * len(lengths)
+    assert np.all(L != est.lower_bounds_)                       # the ledger's L includes log p(θ); lower_bounds_ does not
+    monkeypatch.setattr(H.HMMModel, 'log_prior', lambda self: 0.0)   # mutation: leave the prior out of the ledger
+    with pytest.raises(FreeEnergyIncreaseError, match='M-step'): _set(GaussianHMM(**kw), start).fit(X, lengths)

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 HEAVY = ['sklearn', 'scipy', 'matplotlib', 'nbdev', 'fastcore', 'IPython']
-NAMES = ['GaussianMixture', 'BernoulliMixture', 'PoissonMixture', 'em', 'Ledger']
+NAMES = ['GaussianMixture', 'BernoulliMixture', 'PoissonMixture', 'em', 'Ledger', 'GaussianHMM', 'CategoricalHMM', 'PoissonHMM']
 
 
 def python(code):
