@@ -453,10 +453,18 @@ class GaussianHMM(BaseHMM):
         Covariance of each state's Gaussian.
     min_covar : float
         Added to the diagonal of the data covariance that starts the covariances.
-    startprob_prior, transmat_prior : float or array
-        Dirichlet parameters of the start and transition probabilities (1: no prior).
-    means_prior, means_weight, covars_prior, covars_weight : float or array
-        hmmlearn's normal and inverse-gamma/Wishart-style priors of the means and covariances.
+    startprob_prior : float or array
+        Dirichlet parameters of the start probabilities (1: no prior).
+    transmat_prior : float or array
+        Dirichlet parameters of each row of the transition matrix (1: no prior).
+    means_prior : float or array
+        Mean of the normal prior of the means.
+    means_weight : float or array
+        Its weight in pseudo-observations (0: no prior).
+    covars_prior : float or array
+        Scale added to each covariance's scatter (hmmlearn's inverse-gamma / Wishart-style prior).
+    covars_weight : float
+        Its weight: the update divides the scatter by the counts plus max(covars_weight - 1, 0) (diag, spherical) or max(covars_weight - d, 0).
     algorithm : {'viterbi', 'map'}
         Decoder of `predict` and `decode`.
     random_state : int, RandomState or None
@@ -467,8 +475,10 @@ class GaussianHMM(BaseHMM):
         Stop when the total log-likelihood gains less than this (hmmlearn's rule).
     verbose : bool
         Print the ledger after fitting.
-    params, init_params : str
-        Letters of the parameters updated by EM and drawn before it: 's' start, 't' transitions, 'm' means, 'c' covariances.
+    params : str
+        Letters of the parameters EM updates: 's' start, 't' transitions, 'm' means, 'c' covariances.
+    init_params : str
+        Letters of the parameters drawn afresh before EM (the others start from the attributes already set).
     implementation : {'log', 'scaling'}
         Accepted for hmmlearn compatibility; both run the scaled forward–backward with per-step emission shifts.
     n_jobs : int or None
@@ -478,12 +488,26 @@ class GaussianHMM(BaseHMM):
 
     Attributes
     ----------
-    startprob_, transmat_, means_, covars_ : arrays
-        Fitted parameters; `covars_` has shape (n_components, n_features, n_features) for every type.
+    startprob_ : array (n_components,)
+        Start probabilities.
+    transmat_ : array (n_components, n_components)
+        Transition probabilities, row = from.
+    means_ : array (n_components, n_features)
+        State means.
+    covars_ : array (n_components, n_features, n_features)
+        State covariances as full matrices for every type (set it in the type's own shape, as in hmmlearn).
     lower_bounds_ : array
-        The log-likelihood of every iteration (hmmlearn's `monitor_.history`).
+        The log-likelihood before each M-step (hmmlearn's `monitor_.history`, also in `monitor_`).
     trace_ : Ledger
-        The engine's ledger: L, F and the KL gap after every half-step.
+        The engine's ledger: L, F and the KL gap after every half-step (with log p(θ) when the priors are not flat).
+    n_iter_ : int
+        Iterations run.
+    converged_ : bool
+        Whether the gain fell below `tol` before `n_iter` ran out.
+    monitor_ : object
+        hmmlearn's view of the same: `history`, `iter`, `converged`.
+    n_features : int
+        Number of features (symbols, for `CategoricalHMM`).
     """
     _letters, _param_names = 'stmc', ('startprob', 'transmat', 'means', 'covars')
 
@@ -624,20 +648,55 @@ class CategoricalHMM(BaseHMM):
     ----------
     n_components : int
         Number of states.
-    startprob_prior, transmat_prior, emissionprob_prior : float or array
-        Dirichlet parameters (1: no prior).
+    startprob_prior : float or array
+        Dirichlet parameters of the start probabilities (1: no prior).
+    transmat_prior : float or array
+        Dirichlet parameters of each row of the transition matrix (1: no prior).
+    emissionprob_prior : float or array
+        Dirichlet parameters of each state's symbol probabilities (1: no prior).
     n_features : int or None
         Number of symbols; None: the largest symbol seen in `fit` plus one.
-    algorithm, random_state, n_iter, tol, verbose, implementation, n_jobs, strict
-        As in `GaussianHMM`.
-    params, init_params : str
-        's' start, 't' transitions, 'e' emission probabilities.
+    algorithm : {'viterbi', 'map'}
+        Decoder of `predict` and `decode`.
+    random_state : int, RandomState or None
+        Seed of the starting parameters and of `sample`.
+    n_iter : int
+        Most EM iterations.
+    tol : float
+        Stop when the total log-likelihood gains less than this (hmmlearn's rule).
+    verbose : bool
+        Print the ledger after fitting.
+    params : str
+        Letters of the parameters EM updates: 's' start, 't' transitions, 'e' emission probabilities.
+    init_params : str
+        Letters of the parameters drawn afresh before EM (the others start from the attributes already set).
+    implementation : {'log', 'scaling'}
+        Accepted for hmmlearn compatibility; both run the scaled forward–backward with per-step emission shifts.
+    n_jobs : int or None
+        Threads for the sequences' E-steps (-1: all CPUs); the answer does not depend on it.
+    strict : bool
+        Raise `klem_nb.em.FreeEnergyIncreaseError` naming the half-step if the free energy rises.
 
     Attributes
     ----------
-    startprob_, transmat_, emissionprob_ : arrays
-        Fitted parameters; `emissionprob_` has shape (n_components, n_features).
-    lower_bounds_, trace_ : as in `GaussianHMM`.
+    startprob_ : array (n_components,)
+        Start probabilities.
+    transmat_ : array (n_components, n_components)
+        Transition probabilities, row = from.
+    emissionprob_ : array (n_components, n_features)
+        Each state's symbol probabilities.
+    lower_bounds_ : array
+        The log-likelihood before each M-step (hmmlearn's `monitor_.history`, also in `monitor_`).
+    trace_ : Ledger
+        The engine's ledger: L, F and the KL gap after every half-step (with log p(θ) when the priors are not flat).
+    n_iter_ : int
+        Iterations run.
+    converged_ : bool
+        Whether the gain fell below `tol` before `n_iter` ran out.
+    monitor_ : object
+        hmmlearn's view of the same: `history`, `iter`, `converged`.
+    n_features : int
+        Number of features (symbols, for `CategoricalHMM`).
     """
     _letters, _param_names = 'ste', ('startprob', 'transmat', 'emissionprob')
 
@@ -705,20 +764,55 @@ class PoissonHMM(BaseHMM):
     ----------
     n_components : int
         Number of states.
-    startprob_prior, transmat_prior : float or array
-        Dirichlet parameters (1: no prior).
-    lambdas_prior, lambdas_weight : float or array
-        hmmlearn's gamma prior of the rates (0, 0: none).
-    algorithm, random_state, n_iter, tol, verbose, implementation, n_jobs, strict
-        As in `GaussianHMM`.
-    params, init_params : str
-        's' start, 't' transitions, 'l' rates.
+    startprob_prior : float or array
+        Dirichlet parameters of the start probabilities (1: no prior).
+    transmat_prior : float or array
+        Dirichlet parameters of each row of the transition matrix (1: no prior).
+    lambdas_prior : float or array
+        hmmlearn's rate prior, added to the counts (0: none).
+    lambdas_weight : float or array
+        Its weight (0: none).
+    algorithm : {'viterbi', 'map'}
+        Decoder of `predict` and `decode`.
+    random_state : int, RandomState or None
+        Seed of the starting parameters and of `sample`.
+    n_iter : int
+        Most EM iterations.
+    tol : float
+        Stop when the total log-likelihood gains less than this (hmmlearn's rule).
+    verbose : bool
+        Print the ledger after fitting.
+    params : str
+        Letters of the parameters EM updates: 's' start, 't' transitions, 'l' rates.
+    init_params : str
+        Letters of the parameters drawn afresh before EM (the others start from the attributes already set).
+    implementation : {'log', 'scaling'}
+        Accepted for hmmlearn compatibility; both run the scaled forward–backward with per-step emission shifts.
+    n_jobs : int or None
+        Threads for the sequences' E-steps (-1: all CPUs); the answer does not depend on it.
+    strict : bool
+        Raise `klem_nb.em.FreeEnergyIncreaseError` naming the half-step if the free energy rises.
 
     Attributes
     ----------
-    startprob_, transmat_, lambdas_ : arrays
-        Fitted parameters; `lambdas_` has shape (n_components, n_features).
-    lower_bounds_, trace_ : as in `GaussianHMM`.
+    startprob_ : array (n_components,)
+        Start probabilities.
+    transmat_ : array (n_components, n_components)
+        Transition probabilities, row = from.
+    lambdas_ : array (n_components, n_features)
+        Each state's Poisson rates.
+    lower_bounds_ : array
+        The log-likelihood before each M-step (hmmlearn's `monitor_.history`, also in `monitor_`).
+    trace_ : Ledger
+        The engine's ledger: L, F and the KL gap after every half-step (with log p(θ) when the priors are not flat).
+    n_iter_ : int
+        Iterations run.
+    converged_ : bool
+        Whether the gain fell below `tol` before `n_iter` ran out.
+    monitor_ : object
+        hmmlearn's view of the same: `history`, `iter`, `converged`.
+    n_features : int
+        Number of features (symbols, for `CategoricalHMM`).
     """
     _letters, _param_names = 'stl', ('startprob', 'transmat', 'lambdas')
 

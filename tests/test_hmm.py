@@ -257,3 +257,11 @@ def test_map_ledger_with_priors(monkeypatch):
     assert np.all(L != est.lower_bounds_)                       # the ledger's L includes log p(θ); lower_bounds_ does not
     monkeypatch.setattr(H.HMMModel, 'log_prior', lambda self: 0.0)   # mutation: leave the prior out of the ledger
     with pytest.raises(FreeEnergyIncreaseError, match='M-step'): _set(GaussianHMM(**kw), start).fit(X, lengths)
+
+@pytest.mark.parametrize('cls', [GaussianHMM, CategoricalHMM, PoissonHMM])
+def test_docstring_lists_every_parameter(cls):
+    import inspect, re
+    doc = inspect.getdoc(cls)
+    body = doc.split('Parameters\n----------\n')[1].split('Attributes\n----------\n')[0]
+    listed = set(re.findall(r'^(\w+) :', body, flags=re.M))
+    assert set(inspect.signature(cls).parameters) <= listed
