@@ -265,3 +265,38 @@ def test_docstring_lists_every_parameter(cls):
     body = doc.split('Parameters\n----------\n')[1].split('Attributes\n----------\n')[0]
     listed = set(re.findall(r'^(\w+) :', body, flags=re.M))
     assert set(inspect.signature(cls).parameters) <= listed
+
+@pytest.mark.parametrize('which', ['gaussian', 'categorical'])
+def test_sample_matches_hmmlearn_other_families(which):
+    if which == 'gaussian':
+        X, lengths, rng = _gauss_data()
+        start, ours, theirs = _gauss_start('full', 3, 2, rng, X), GaussianHMM(3, covariance_type='full'), hmm.GaussianHMM(3, covariance_type='full')
+    else:
+        X, lengths, start = _cat_data()
+        ours, theirs = CategoricalHMM(2), hmm.CategoricalHMM(2)
+    a, za = _set(ours, start).sample(40, random_state=7)
+    b, zb = _set(theirs, start).sample(40, random_state=7)
+    np.testing.assert_array_equal(za, zb); np.testing.assert_allclose(a, b, rtol=1e-12)
+
+def test_gaussian_nan_rows():
+    "A NaN row of a GaussianHMM sequence: emission factor 1 in score, posteriors and Viterbi; fit runs through it."
+    X, lengths, rng = _gauss_data()
+    start = _gauss_start('diag', 3, 2, rng, X)
+    est = _set(GaussianHMM(3, init_params=''), start)
+    Xm = X.copy(); Xm[[5, 6, 200]] = np.nan
+    from klem_nb.hmm import forward_backward, viterbi
+    logB = est._log_frameprob(est._theta(), X); logB[[5, 6, 200]] = 0
+    starts = np.r_[0, np.cumsum(lengths)]
+    ll = sum(forward_backward(np.log(start['startprob_']), start['transmat_'], logB[a:b][None])[0][0] for a, b in zip(starts, starts[1:]))
+    np.testing.assert_allclose(est.score(Xm, lengths), ll, rtol=1e-12)
+    path = np.concatenate([viterbi(np.log(start['startprob_']), np.log(start['transmat_']), logB[a:b][None])[1][0] for a, b in zip(starts, starts[1:])])
+    np.testing.assert_array_equal(est.predict(Xm, lengths), path)
+    fit = _set(GaussianHMM(3, init_params='', n_iter=20, tol=0, strict=True), start).fit(Xm, lengths)
+    assert np.isfinite(fit.means_).all() and np.isfinite(fit.score(Xm, lengths))
+
+def test_zero_weight_drops_a_sequence():
+    X, lengths, start = _pois_data(lengths=(50, 60, 50))
+    kw = dict(n_components=2, init_params='', n_iter=8, tol=0)
+    a = _set(PoissonHMM(**kw), start).fit(X, lengths, sample_weight=[1, 0, 1])
+    b = _set(PoissonHMM(**kw), start).fit(np.r_[X[:50], X[110:]], [50, 50])
+    np.testing.assert_allclose(a.lambdas_, b.lambdas_, rtol=1e-12); np.testing.assert_allclose(a.transmat_, b.transmat_, rtol=1e-12)
