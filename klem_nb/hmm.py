@@ -15,8 +15,8 @@ from .em import EStep, EMModel, em
 from .gaussian import compute_precision_cholesky, estimate_log_gaussian_prob, available_cpus, one_blas_thread
 
 # %% auto #0
-__all__ = ['CHUNKED_MIN_T', 'CHUNKED_MAX_K', 'Sequences', 'split_lengths', 'forward_backward', 'viterbi', 'HMMModel', 'BaseHMM',
-           'GaussianHMM', 'CategoricalHMM', 'PoissonHMM']
+__all__ = ['CHUNKED_MIN_T', 'CHUNKED_MAX_K', 'PAD_RATIO', 'Sequences', 'split_lengths', 'forward_backward', 'viterbi', 'HMMModel',
+           'BaseHMM', 'GaussianHMM', 'CategoricalHMM', 'PoissonHMM']
 
 # %% ../nbs/14_hmm.ipynb #639c1e62
 class Sequences:
@@ -64,24 +64,28 @@ def _plog(p:np.ndarray, v:np.ndarray)->np.ndarray:
 
 def _plogq(p:np.ndarray)->np.ndarray: return _plog(p, p)
 
-def _passes_plain(pi, A, B):
+def _passes_plain(pi, A, B, lengths=None):
     "The scaled forward and backward recursions (14.4), one step at a time for all m sequences at once."
     m, T, k = B.shape
     fwd, bwd, c = np.empty((m, T, k)), np.empty((m, T, k)), np.empty((m, T))
+    pad = None if lengths is None else np.arange(T) >= lengths[:, None]   # (m, T): padding after a shorter sequence
     a = pi * B[:, 0]
     for t in range(T):
-        if t: a = (fwd[:, t - 1] @ A) * B[:, t]
+        if t:
+            a = (fwd[:, t - 1] @ A) * B[:, t]
+            if pad is not None and pad[:, t].any(): a[pad[:, t]] = fwd[pad[:, t], t - 1]   # padding: no transition, emission 1
         c[:, t] = s = a.sum(1)
         fwd[:, t] = a / np.where(s > 0, s, 1)[:, None]
     bwd[:, T - 1] = 1.0
     for t in range(T - 2, -1, -1):
         bwd[:, t] = (B[:, t + 1] * bwd[:, t + 1]) @ A.T / np.where(c[:, t + 1] > 0, c[:, t + 1], 1)[:, None]
+        if pad is not None and pad[:, t + 1].any(): bwd[pad[:, t + 1], t] = 1.0
     return fwd, bwd, c
 
 CHUNKED_MIN_T = 512   # sequences at least this long run the two-level recursion...
 CHUNKED_MAX_K = 8     # ...when k is this small: its transfer matrices cost T k³, the plain recursion T k²
 
-def _passes_chunked(pi, A, B):
+def _passes_chunked(pi, A, B, lengths=None):
     """The same α̂, β̂ and scales with about 3√T numpy steps instead of 2T: cut each sequence into C chunks of L steps;
     (1) every chunk's transfer matrix Π_t A diag(b_t), all chunks at once; (2) the chunk-boundary vectors, chunk by
     chunk; (3) the recursions inside all chunks at once from their boundary vectors."""
@@ -90,8 +94,9 @@ def _passes_chunked(pi, A, B):
     C = -(-T // L)
     Bp = np.ones((m, C * L, k)); Bp[:, :T] = B
     Bc = Bp.reshape(m * C, L, k)                                # chunks of all sequences, sequence-major
-    t = np.arange(C * L).reshape(C, L)
-    ident = np.tile((t == 0) | (t >= T), (m, 1))                 # (m C, L): step without a transition (first or padding)
+    t = np.arange(C * L)
+    ends = np.full(m, T) if lengths is None else lengths
+    ident = ((t == 0) | (t >= ends[:, None])).reshape(m * C, L)  # (m C, L): step without a transition (first or padding)
     M, ones, ones2, any_id = m * C, np.ones(k), np.ones(k * k), ident.any(0)
     P = np.broadcast_to(np.eye(k), (M, k, k)).copy()            # (1) transfer matrices, rescaled to sum 1
     for l in range(L):
@@ -132,25 +137,27 @@ def _passes_chunked(pi, A, B):
     bwd /= np.where(r > 0, r, 1)[:, None, None]
     return fwd.reshape(m, C * L, k)[:, :T], bwd.reshape(m, C * L, k)[:, :T], c.reshape(m, C * L)[:, :T]
 
-def _passes(pi, A, B):
-    "α̂, β̂ and the scales c of m equal-length sequences; long ones by the chunked recursion."
-    if B.shape[1] < CHUNKED_MIN_T or B.shape[2] > CHUNKED_MAX_K: return _passes_plain(pi, A, B)
-    return _passes_chunked(pi, A, B)
+def _passes(pi, A, B, lengths=None):
+    "α̂, β̂ and the scales c of m sequences padded to one length; long ones by the chunked recursion."
+    if B.shape[1] < CHUNKED_MIN_T or B.shape[2] > CHUNKED_MAX_K: return _passes_plain(pi, A, B, lengths)
+    return _passes_chunked(pi, A, B, lengths)
 
 def forward_backward(
     log_startprob:np.ndarray, # log π, shape (k,)
     transmat:np.ndarray, # A, shape (k, k), rows sum to 1
     log_frameprob:np.ndarray, # log p(x_t | z_t = j) for m sequences of equal length T, shape (m, T, k)
     weights:np.ndarray|None=None, # one weight per sequence, shape (m,); None: ones
-    implementation:str='log', # 'log': log α, log β; 'scaling': α, β rescaled to sum 1 each step
+    implementation:str='log', # accepted for hmmlearn's names: both run the scaled recursion on shifted emissions
+    lengths:np.ndarray|None=None, # each sequence's length when shorter ones are padded to T (log_frameprob 0 there)
 )->tuple: # (log p(x) (m,), γ (m, T, k), Σ_m w_m Σ_t ξ_t (k, k), Σ_m w_m Σ_z q log q)
-    "Forward–backward for a batch of equal-length sequences: the chain posterior's marginals, pair sums and -entropy."
+    "Forward–backward for a batch of sequences of one (padded) length: the chain posterior's marginals, pair sums, -entropy."
     m, T, k = log_frameprob.shape
     w = np.ones(m) if weights is None else weights
     shift = log_frameprob.max(2)                               # (m, T): each step's emissions scaled by their largest
     if not np.isfinite(shift).all(): raise ValueError("an observation has probability 0 under every state")
     B = np.exp(log_frameprob - shift[:, :, None])              # (m, T, k), largest entry 1 per step
-    fwd, bwd, c = _passes(np.exp(log_startprob), transmat, B)
+    if lengths is not None and (lengths == T).all(): lengths = None
+    fwd, bwd, c = _passes(np.exp(log_startprob), transmat, B, lengths)
     if not (c > 0).all(): raise ValueError("a sequence has probability 0 under the current parameters (check zeros in startprob_/transmat_)")
     log_c = np.log(c)
     log_prob = log_c.sum(1) + shift.sum(1)
@@ -158,12 +165,19 @@ def forward_backward(
     gamma /= (gamma @ np.ones(k))[:, :, None]
     # ξ_t(i, j) = α̂_t(i) A_ij B_{t+1}(j) β̂_{t+1}(j) / c_{t+1}; its sum over t and sequences is one product
     u = B[:, 1:] * bwd[:, 1:] / c[:, 1:, None]                 # (m, T-1, k)
-    xi = transmat * ((fwd[:, :-1] * w[:, None, None]).reshape(-1, k).T @ u.reshape(-1, k)) if T > 1 else np.zeros((k, k))
+    pair = w[:, None, None] if lengths is None else (w[:, None] * (np.arange(1, T) < lengths[:, None]))[:, :, None]
+    xi = transmat * ((fwd[:, :-1] * pair).reshape(-1, k).T @ u.reshape(-1, k)) if T > 1 else np.zeros((k, k))
     # -H(q): q is a Markov chain, log q(z) = Σ_t log ξ_t(z_t, z_t+1) - Σ_{0<t<T-1} log γ_t(z_t)
     with np.errstate(divide='ignore', invalid='ignore'):
-        per = _plogq(gamma[:, 0]) if T == 1 else (
-            _plog(gamma[:, :-1], fwd[:, :-1]) + _plog(gamma[:, 1:], B[:, 1:] * bwd[:, 1:])
-            - log_c[:, 1:].sum(1) - _plogq(gamma[:, 1:-1]))
+        if T == 1: per = _plogq(gamma[:, 0])
+        elif lengths is None:
+            per = (_plog(gamma[:, :-1], fwd[:, :-1]) + _plog(gamma[:, 1:], B[:, 1:] * bwd[:, 1:])
+                   - log_c[:, 1:].sum(1) - _plogq(gamma[:, 1:-1]))
+        else:                                                   # the same sums over each sequence's own steps
+            inp = (np.arange(1, T) < lengths[:, None])[:, :, None]      # step t -> t+1 is inside the sequence
+            mid = (np.arange(1, T - 1) < lengths[:, None] - 1)[:, :, None]
+            per = (_plog(gamma[:, :-1] * inp, fwd[:, :-1]) + _plog(gamma[:, 1:] * inp, B[:, 1:] * bwd[:, 1:])
+                   - log_c[:, 1:].sum(1) - _plogq(gamma[:, 1:-1] * mid) + np.where(lengths == 1, _plogq(gamma[:, 0]), 0))
     with np.errstate(divide='ignore'): log_A = np.log(transmat)
     neg_entropy = float(w @ per) + _dot0(xi, log_A)
     return log_prob, gamma, xi, neg_entropy
@@ -200,6 +214,21 @@ def _chunks_of(lengths:np.ndarray)->list:
     if a < len(lengths): out.append((a, len(lengths)))
     return out
 
+PAD_RATIO = 1.25   # sequences whose lengths are within this ratio share one padded batch
+
+def _buckets(starts:np.ndarray):
+    """Batches of sequences of similar length: (T, the sequences, their row indices (m, T) (a padded step repeats the
+    sequence's last row), their lengths (m,))."""
+    lengths = np.diff(starts)
+    order = np.argsort(lengths, kind='stable')
+    cut = [0]
+    for i in range(1, len(order)):
+        if lengths[order[i]] > PAD_RATIO * lengths[order[cut[-1]]]: cut.append(i)
+    for a, b in zip(cut, cut[1:] + [len(order)]):
+        idx = order[a:b]
+        ln, T = lengths[idx], int(lengths[idx].max())
+        yield T, idx, starts[idx][:, None] + np.minimum(np.arange(T), ln[:, None] - 1), ln
+
 def _by_length(starts:np.ndarray):
     "For each distinct length T: (T, the sequences of that length, their row indices (m, T))."
     lengths = np.diff(starts)
@@ -224,9 +253,11 @@ class HMMModel(EMModel):
         with np.errstate(divide='ignore'): log_pi, log_A = np.log(th['startprob']), np.log(th['transmat'])
         gamma = np.empty_like(log_B)
         ll, xi, neg_h = np.empty(len(S)), 0.0, 0.0
-        for T, idx, rows in _by_length(S.starts):
-            lp, g, x, nh = forward_backward(log_pi, th['transmat'], log_B[rows], w[idx])
-            gamma[rows], ll[idx], xi, neg_h = g, lp, xi + x, neg_h + nh
+        for T, idx, rows, ln in _buckets(S.starts):
+            lb, real = log_B[rows], np.arange(T) < ln[:, None]
+            if not real.all(): lb[~real] = 0.0                    # padding: emission factor 1
+            lp, g, x, nh = forward_backward(log_pi, th['transmat'], lb, w[idx], lengths=ln)
+            gamma[rows[real]], ll[idx], xi, neg_h = g[real], lp, xi + x, neg_h + nh
         wg = gamma * np.repeat(w, S.lengths)[:, None]               # posteriors times the sequence weights
         start = wg[S.starts[:-1]].sum(0)
         ell = _dot0(start, log_pi) + _dot0(xi, log_A) + _dot0(wg, log_B)
@@ -381,9 +412,11 @@ class BaseHMM(BaseEstimator):
         log_B = self._log_frameprob(th, X)
         with np.errstate(divide='ignore'): log_pi = np.log(th['startprob'])
         gamma, ll = np.empty_like(log_B), 0.0
-        for T, idx, rows in _by_length(starts):
-            lp, g, _, _ = forward_backward(log_pi, th['transmat'], log_B[rows])
-            gamma[rows], ll = g, ll + lp.sum()
+        for T, idx, rows, ln in _buckets(starts):
+            lb, real = log_B[rows], np.arange(T) < ln[:, None]
+            if not real.all(): lb[~real] = 0.0
+            lp, g, _, _ = forward_backward(log_pi, th['transmat'], lb, lengths=ln)
+            gamma[rows[real]], ll = g[real], ll + lp.sum()
         return float(ll), gamma
 
     def score_samples(self, X, lengths=None)->tuple:

@@ -300,3 +300,24 @@ def test_zero_weight_drops_a_sequence():
     a = _set(PoissonHMM(**kw), start).fit(X, lengths, sample_weight=[1, 0, 1])
     b = _set(PoissonHMM(**kw), start).fit(np.r_[X[:50], X[110:]], [50, 50])
     np.testing.assert_allclose(a.lambdas_, b.lambdas_, rtol=1e-12); np.testing.assert_allclose(a.transmat_, b.transmat_, rtol=1e-12)
+
+def test_padded_batches_of_unequal_lengths(monkeypatch):
+    "Sequences of different lengths share a padded batch: the same answer as one sequence at a time (and as hmmlearn)."
+    import klem_nb.hmm as H
+    rng = np.random.default_rng(9)
+    lengths = np.array([100, 97, 1, 2, 90, 99, 3, 600, 560])
+    X = rng.poisson(np.array([2., 9.])[_chain(rng, 2, lengths.sum())])[:, None].astype(float)
+    sp, A = _start(2, rng)
+    start = dict(startprob_=sp, transmat_=A, lambdas_=np.array([[3.], [7.]]))
+    kw = dict(n_components=2, init_params='', n_iter=5, tol=0, strict=True)
+    fits = []
+    for ratio in (1.0, 1.25, 1e9):                  # exact lengths only; the default buckets; everything in one batch
+        monkeypatch.setattr(H, 'PAD_RATIO', ratio)
+        fits.append(_set(PoissonHMM(**kw), start).fit(X, lengths))
+        np.testing.assert_allclose(fits[-1].trace_.kl_gap[fits[-1].trace_.step == 'E'], 0, atol=1e-10)
+    for f in fits[1:]:
+        for n in ('startprob_', 'transmat_', 'lambdas_', 'lower_bounds_'): np.testing.assert_allclose(getattr(f, n), getattr(fits[0], n), rtol=1e-11)
+        np.testing.assert_allclose(f.trace_.free_energy, fits[0].trace_.free_energy, rtol=1e-11)
+        np.testing.assert_allclose(f.predict_proba(X, lengths), fits[0].predict_proba(X, lengths), rtol=1e-9, atol=1e-14)
+    theirs = _set(hmm.PoissonHMM(**{k: v for k, v in kw.items() if k != 'strict'}), start).fit(X, lengths)
+    _compare(fits[2], theirs, X, lengths, ['startprob_', 'transmat_', 'lambdas_'])
