@@ -93,49 +93,48 @@ def _passes_chunked(pi, A, B, lengths=None):
     L = max(8, int(np.ceil(np.sqrt(2 * T / 3))))
     C = -(-T // L)
     Bp = np.ones((m, C * L, k)); Bp[:, :T] = B
-    Bc = Bp.reshape(m * C, L, k)                                # chunks of all sequences, sequence-major
+    Bc = Bp.reshape(m * C, L, k).transpose(1, 0, 2).copy()      # (L, m C, k): step-major, each step contiguous
     t = np.arange(C * L)
     ends = np.full(m, T) if lengths is None else lengths
-    ident = ((t == 0) | (t >= ends[:, None])).reshape(m * C, L)  # (m C, L): step without a transition (first or padding)
-    M, ones, ones2, any_id = m * C, np.ones(k), np.ones(k * k), ident.any(0)
-    P = np.broadcast_to(np.eye(k), (M, k, k)).copy()            # (1) transfer matrices, rescaled to sum 1
-    for l in range(L):
-        PA = (P.reshape(-1, k) @ A).reshape(M, k, k)
-        if any_id[l]: PA[ident[:, l]] = P[ident[:, l]]
-        P = PA * Bc[:, l, None, :]
-        s = P.reshape(M, -1) @ ones2
-        P /= np.where(s > 0, s, 1)[:, None, None]
-    P = P.reshape(m, C, k, k)
-    V, U = np.empty((m, C, k)), np.empty((m, C, k))             # (2) incoming α̂ direction, outgoing β̂ direction
-    v = pi.copy()[None].repeat(m, 0)
-    for ch in range(C):
-        V[:, ch] = v
-        v = np.einsum('mi,mij->mj', v, P[:, ch]); v /= np.where((s := v @ ones) > 0, s, 1)[:, None]
-    u = np.ones((m, k))
-    for ch in range(C - 1, -1, -1):
-        U[:, ch] = u
-        u = np.einsum('mij,mj->mi', P[:, ch], u); u /= np.where((s := u @ ones) > 0, s, 1)[:, None]
-    fwd, bwd, c = np.empty((M, L, k)), np.empty((M, L, k)), np.empty((M, L))   # (3) inside the chunks
-    a = V.reshape(M, k)
-    for l in range(L):
-        aA = a @ A
-        if any_id[l]: aA[ident[:, l]] = a[ident[:, l]]
-        a = aA * Bc[:, l]
-        c[:, l] = s = a @ ones
-        a = a / np.where(s > 0, s, 1)[:, None]
-        fwd[:, l] = a
-    b = U.reshape(M, k)
-    bwd[:, L - 1] = b
-    AT = np.ascontiguousarray(A.T)
-    for l in range(L - 2, -1, -1):
-        bb = Bc[:, l + 1] * b
-        bA = bb @ AT
-        if any_id[l + 1]: bA[ident[:, l + 1]] = bb[ident[:, l + 1]]
-        b = bA / np.where(c[:, l + 1] > 0, c[:, l + 1], 1)[:, None]
-        bwd[:, l] = b
-    r = np.einsum('mk,mk->m', fwd[:, L - 1], bwd[:, L - 1])    # Σ α̂β̂ is 1 at every step: fixes each chunk's β̂ scale
-    bwd /= np.where(r > 0, r, 1)[:, None, None]
-    return fwd.reshape(m, C * L, k)[:, :T], bwd.reshape(m, C * L, k)[:, :T], c.reshape(m, C * L)[:, :T]
+    ident = ((t == 0) | (t >= ends[:, None])).reshape(m * C, L).T.copy()   # (L, m C): no transition (first or padding)
+    M, ones, ones2, any_id = m * C, np.ones(k), np.ones(k * k), ident.any(1)
+    with np.errstate(divide='ignore', invalid='ignore'):        # an impossible sequence gives c = 0: the caller raises
+        P = np.broadcast_to(np.eye(k), (M, k, k)).copy()        # (1) transfer matrices, rescaled to sum 1
+        for l in range(L):
+            PA = (P.reshape(-1, k) @ A).reshape(M, k, k)
+            if any_id[l]: PA[ident[l]] = P[ident[l]]
+            PA *= Bc[l, :, None, :]
+            P = PA
+            P /= (P.reshape(M, -1) @ ones2)[:, None, None]
+        P = P.reshape(m, C, k, k)
+        V, U = np.empty((m, C, k)), np.empty((m, C, k))         # (2) incoming α̂ direction, outgoing β̂ direction
+        v = pi.copy()[None].repeat(m, 0)
+        for ch in range(C):
+            V[:, ch] = v
+            v = np.einsum('mi,mij->mj', v, P[:, ch]); v /= (v @ ones)[:, None]
+        u = np.ones((m, k))
+        for ch in range(C - 1, -1, -1):
+            U[:, ch] = u
+            u = np.einsum('mij,mj->mi', P[:, ch], u); u /= (u @ ones)[:, None]
+        fwd, bwd, c = np.empty((L, M, k)), np.empty((L, M, k)), np.empty((L, M))   # (3) inside the chunks
+        a = V.reshape(M, k)
+        for l in range(L):
+            aA = a @ A
+            if any_id[l]: aA[ident[l]] = a[ident[l]]
+            aA *= Bc[l]
+            np.matmul(aA, ones, out=c[l])
+            a = np.divide(aA, c[l, :, None], out=fwd[l])
+        b = U.reshape(M, k)
+        bwd[L - 1] = b
+        AT = np.ascontiguousarray(A.T)
+        for l in range(L - 2, -1, -1):
+            bb = Bc[l + 1] * b
+            bA = bb @ AT
+            if any_id[l + 1]: bA[ident[l + 1]] = bb[ident[l + 1]]
+            b = np.divide(bA, c[l + 1, :, None], out=bwd[l])
+        bwd /= np.einsum('mk,mk->m', fwd[L - 1], bwd[L - 1])[:, None]   # Σ α̂β̂ is 1 at every step: each chunk's β̂ scale
+    back = lambda z: z.reshape(L, m, C, -1).transpose(1, 2, 0, 3).reshape(m, C * L, -1)[:, :T]
+    return back(fwd), back(bwd), back(c[:, :, None])[:, :, 0]
 
 def _passes(pi, A, B, lengths=None):
     "α̂, β̂ and the scales c of m sequences padded to one length; long ones by the chunked recursion."
@@ -254,10 +253,14 @@ class HMMModel(EMModel):
         gamma = np.empty_like(log_B)
         ll, xi, neg_h = np.empty(len(S)), 0.0, 0.0
         for T, idx, rows, ln in _buckets(S.starts):
-            lb, real = log_B[rows], np.arange(T) < ln[:, None]
-            if not real.all(): lb[~real] = 0.0                    # padding: emission factor 1
+            a, b = rows[0, 0], rows[-1, -1] + 1
+            whole = (ln == T).all() and b - a == rows.size and (np.diff(idx) == 1).all()   # consecutive, unpadded: views
+            lb, real = (log_B[a:b].reshape(len(idx), T, -1), None) if whole else (log_B[rows], np.arange(T) < ln[:, None])
+            if real is not None and not real.all(): lb[~real] = 0.0   # padding: emission factor 1
             lp, g, x, nh = forward_backward(log_pi, th['transmat'], lb, w[idx], lengths=ln)
-            gamma[rows[real]], ll[idx], xi, neg_h = g[real], lp, xi + x, neg_h + nh
+            if whole: gamma[a:b] = g.reshape(b - a, -1)
+            else: gamma[rows[real]] = g[real]
+            ll[idx], xi, neg_h = lp, xi + x, neg_h + nh
         wg = gamma * np.repeat(w, S.lengths)[:, None]               # posteriors times the sequence weights
         start = wg[S.starts[:-1]].sum(0)
         ell = _dot0(start, log_pi) + _dot0(xi, log_A) + _dot0(wg, log_B)
