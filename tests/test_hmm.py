@@ -321,3 +321,25 @@ def test_padded_batches_of_unequal_lengths(monkeypatch):
         np.testing.assert_allclose(f.predict_proba(X, lengths), fits[0].predict_proba(X, lengths), rtol=1e-9, atol=1e-14)
     theirs = _set(hmm.PoissonHMM(**{k: v for k, v in kw.items() if k != 'strict'}), start).fit(X, lengths)
     _compare(fits[2], theirs, X, lengths, ['startprob_', 'transmat_', 'lambdas_'])
+
+@pytest.mark.parametrize('params', ['st', 'mc', 'sm', 'stm'])
+def test_gaussian_parity_params_subsets(params):
+    "Only the letters in `params` are updated, as in hmmlearn."
+    X, lengths, rng = _gauss_data(4)
+    start = _gauss_start('diag', 3, 2, rng, X)
+    kw = dict(n_components=3, covariance_type='diag', init_params='', params=params, n_iter=6, tol=0)
+    ours = _set(GaussianHMM(**kw), start).fit(X, lengths)
+    theirs = _set(hmm.GaussianHMM(**kw), start).fit(X, lengths)
+    _compare(ours, theirs, X, lengths, ['startprob_', 'transmat_', 'means_', 'covars_'])
+    if 'm' not in params: np.testing.assert_array_equal(ours.means_, start['means_'])
+
+def test_covariances_without_means():
+    "params='tc': hmmlearn 0.3.3 skips the counts when 'm' is absent and divides by 1e-5 (covariances ~1e7); ours is the M-step."
+    X, lengths, rng = _gauss_data(4)
+    start = _gauss_start('diag', 3, 2, rng, X)
+    gamma = _set(GaussianHMM(3), start).predict_proba(X, lengths)
+    ours = _set(GaussianHMM(3, init_params='', params='tc', n_iter=1), start).fit(X, lengths)
+    expected = (1e-2 + np.einsum('nk,nkd->kd', gamma, (X[:, None] - start['means_']) ** 2)) / gamma.sum(0)[:, None]
+    np.testing.assert_allclose(ours._covars_, expected, rtol=1e-10)
+    theirs = _set(hmm.GaussianHMM(3, init_params='', params='tc', n_iter=1), start).fit(X, lengths)
+    assert theirs._covars_.min() > 1e5                      # the hmmlearn bug this test documents
