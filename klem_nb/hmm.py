@@ -57,29 +57,33 @@ def _dot0(a:np.ndarray, b:np.ndarray)->float:
     with np.errstate(invalid='ignore', divide='ignore'):
         return float(np.where(a > 0, a * b, 0.0).sum())
 
+_TINY = np.finfo(float).tiny
+
 def _plog(p:np.ndarray, v:np.ndarray)->np.ndarray:
     "Σ p log v over all axes but the first, with 0 · log 0 = 0 (v > 0 wherever p > 0)."
-    with np.errstate(divide='ignore', invalid='ignore'):
-        return np.where(p > 0, p * np.log(v), 0.0).reshape(len(p), -1).sum(1)
+    lv = np.log(np.maximum(v, _TINY))                          # finite: where v = 0, p = 0 and the product is 0
+    return np.einsum('mi,mi->m', p.reshape(len(p), -1), lv.reshape(len(p), -1))
 
 def _plogq(p:np.ndarray)->np.ndarray: return _plog(p, p)
 
 def _passes_plain(pi, A, B, lengths=None):
     "The scaled forward and backward recursions (14.4), one step at a time for all m sequences at once."
     m, T, k = B.shape
-    fwd, bwd, c = np.empty((m, T, k)), np.empty((m, T, k)), np.empty((m, T))
-    pad = None if lengths is None else np.arange(T) >= lengths[:, None]   # (m, T): padding after a shorter sequence
-    a = pi * B[:, 0]
-    for t in range(T):
-        if t:
-            a = (fwd[:, t - 1] @ A) * B[:, t]
-            if pad is not None and pad[:, t].any(): a[pad[:, t]] = fwd[pad[:, t], t - 1]   # padding: no transition, emission 1
-        c[:, t] = s = a.sum(1)
-        fwd[:, t] = a / np.where(s > 0, s, 1)[:, None]
-    bwd[:, T - 1] = 1.0
-    for t in range(T - 2, -1, -1):
-        bwd[:, t] = (B[:, t + 1] * bwd[:, t + 1]) @ A.T / np.where(c[:, t + 1] > 0, c[:, t + 1], 1)[:, None]
-        if pad is not None and pad[:, t + 1].any(): bwd[pad[:, t + 1], t] = 1.0
+    fwd, bwd, c, ones = np.empty((m, T, k)), np.empty((m, T, k)), np.empty((m, T)), np.ones(k)
+    pad = np.zeros((m, T), bool) if lengths is None else np.arange(T) >= lengths[:, None]   # padding after a shorter sequence
+    any_pad, AT = pad.any(0), np.ascontiguousarray(A.T)
+    with np.errstate(divide='ignore', invalid='ignore'):      # an impossible sequence gives c = 0: the caller raises
+        a = pi * B[:, 0]
+        for t in range(T):
+            if t:
+                a = (fwd[:, t - 1] @ A) * B[:, t]
+                if any_pad[t]: a[pad[:, t]] = fwd[pad[:, t], t - 1]    # padding: no transition, emission 1
+            np.matmul(a, ones, out=c[:, t])
+            np.divide(a, c[:, t, None], out=fwd[:, t])
+        bwd[:, T - 1] = 1.0
+        for t in range(T - 2, -1, -1):
+            np.divide((B[:, t + 1] * bwd[:, t + 1]) @ AT, c[:, t + 1, None], out=bwd[:, t])
+            if any_pad[t + 1]: bwd[pad[:, t + 1], t] = 1.0
     return fwd, bwd, c
 
 CHUNKED_MIN_T = 512   # sequences at least this long run the two-level recursion...
