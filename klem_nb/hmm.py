@@ -383,6 +383,10 @@ class BaseHMM(BaseEstimator):
         """Fit by EM on the engine from the starting θ (`init_params`); `sample_weight`: one weight per sequence.
 
         A failed fit raises and leaves the estimator as it was."""
+        if not (isinstance(self.n_components, (int, np.integer)) and self.n_components >= 1):
+            raise ValueError(f"n_components must be an integer >= 1, got {self.n_components!r}")
+        if self.implementation not in ('log', 'scaling'):
+            raise ValueError(f"implementation must be 'log' or 'scaling', got {self.implementation!r}")
         X = self._check_X(X, fitting=True)
         starts = self._starts(X, lengths)
         th = self._init_theta(X, starts)
@@ -583,6 +587,8 @@ class GaussianHMM(BaseHMM):
     def _missing(self, X): return np.isnan(X[:, 0])
 
     def _init_emissions(self, th, X):
+        if self.covariance_type not in ('spherical', 'diag', 'full', 'tied'):
+            raise ValueError(f"covariance_type must be 'spherical', 'diag', 'full' or 'tied', got {self.covariance_type!r}")
         k, obs = self.n_components, X[~np.isnan(X[:, 0])]
         if self._needs_init('m', 'means_'):
             from sklearn.cluster import KMeans

@@ -343,3 +343,9 @@ def test_covariances_without_means():
     np.testing.assert_allclose(ours._covars_, expected, rtol=1e-10)
     theirs = _set(hmm.GaussianHMM(3, init_params='', params='tc', n_iter=1), start).fit(X, lengths)
     assert theirs._covars_.min() > 1e5                      # the hmmlearn bug this test documents
+
+@pytest.mark.parametrize('kw, message', [(dict(n_components=0), 'n_components'), (dict(implementation='fast'), 'implementation'),
+                                         (dict(covariance_type='round'), 'covariance_type')])
+def test_bad_constructor_values(kw, message):
+    X, lengths, rng = _gauss_data()
+    with pytest.raises(ValueError, match=message): GaussianHMM(**{'n_components': 3, **kw}).fit(X, lengths)
