@@ -8,7 +8,8 @@ from types import ModuleType as _ModuleType
 
 _LAZY = {'GaussianMixture': 'klem_nb.gmm', 'BernoulliMixture': 'klem_nb.discrete',
          'PoissonMixture': 'klem_nb.discrete', 'em': 'klem_nb.em', 'Ledger': 'klem_nb.em',
-         'GaussianMixtureIC': 'klem_nb.selection'}
+         'GaussianMixtureIC': 'klem_nb.selection',
+         'GaussianHMM': 'klem_nb.hmm', 'CategoricalHMM': 'klem_nb.hmm', 'PoissonHMM': 'klem_nb.hmm'}
 
 __all__ = list(_LAZY)
 

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['COVARIANCE_TYPES', 'MODELS', 'DEFAULT_MODEL', 'CommandError', 'Option', 'Model', 'build_parser', 'check_data',
            'load_data', 'check_options', 'make_estimator', 'fit_estimator', 'format_table', 'parameter_tables',
-           'information_criteria', 'fit_report', 'save_figure', 'fit_command', 'main', 'selection_table',
-           'select_command']
+           'information_criteria', 'fit_report', 'save_figure', 'fit_sequences', 'fit_command', 'main',
+           'selection_table', 'select_command']
 
 # %% ../nbs/18_cli.ipynb #8790b910
 import argparse
@@ -82,6 +82,7 @@ class Model:
     parameters:tuple=() # fitted attributes reported beside weights_ and means_, named without the trailing '_'
     tables:object=None # (estimator, columns) -> list of extra parameter tables, as text
     draw:object=None # (ax, estimator, X, columns) -> whether it drew the fit on `ax` (else: the convergence curve)
+    sequence:bool=False # an HMM: rows are steps of sequences (see --sequence-column), fitted by `fit_sequences`
 
     def make(self,
         k:int, # number of components
@@ -93,6 +94,7 @@ class Model:
         "An unfitted estimator of this model."
         module, name = self.estimator.split(':')
         kwargs = dict(n_components=k, max_iter=max_iter, tol=tol, random_state=seed)
+        if self.sequence: kwargs = dict(n_components=k, n_iter=kwargs.pop('max_iter'), tol=tol, random_state=seed)
         for o in self.options: kwargs[o.param] = o.default if options.get(o.param) is None else options[o.param]
         return getattr(importlib.import_module(module), name)(**kwargs)
 
@@ -132,6 +134,12 @@ def _draw_gaussians(ax, estimator, X:np.ndarray, columns:list)->bool:
     return True
 
 # %% ../nbs/18_cli.ipynb #568800b4
+def _earthquakes()->tuple:
+    "Zucchini & MacDonald's annual counts of major earthquakes, as the bundled data of a model."
+    from pathlib import Path
+    X = np.loadtxt(Path(__file__).parent / 'data' / 'earthquakes.csv', delimiter=',', skiprows=1)[:, 1:]
+    return X, None, 'bundled:earthquakes', ['count']
+
 MODELS = {m.name: m for m in (
     Model('gmm', 'Gaussian', 'Gaussians', 'klem_nb.gmm:GaussianMixture',
           bundled=_faithful, data_help='the bundled Old Faithful data (272 eruptions, 2 columns)',
@@ -145,6 +153,15 @@ MODELS = {m.name: m for m in (
     Model('poisson', 'Poisson', 'counts', 'klem_nb.discrete:PoissonMixture', mean_label='rate {}',
           invalid=lambda X: (X < 0) | (X != np.round(X)), needs='counts (whole numbers >= 0)',
           bundled=_deaths, data_help='the bundled London deaths table (deaths per day, 0..9, weighted by days: 1096)'),
+    Model('hmm-gaussian', 'Gaussian', 'a hidden Markov model with Gaussian emissions', 'klem_nb.hmm:GaussianHMM',
+          data_help='nothing bundled: give a DATA.csv file (and --sequence-column ID for several sequences)',
+          no_data='--model hmm-gaussian needs a DATA.csv file (nothing is bundled)',
+          options=(Option('--covariance-type', 'covariance_type', 'diag', 'full, tied, diag or spherical covariances',
+                          choices=COVARIANCE_TYPES),), parameters=('means', 'covars'), sequence=True),
+    Model('hmm-poisson', 'Poisson', 'a hidden Markov model with Poisson emissions', 'klem_nb.hmm:PoissonHMM',
+          invalid=lambda X: (X < 0) | (X != np.round(X)), needs='counts (whole numbers >= 0)', bundled=_earthquakes,
+          data_help='the bundled major-earthquake counts, 1900-2006 (one sequence of 107 years)',
+          parameters=('lambdas',), sequence=True),
 )}
 
 def _model_options()->list:
@@ -162,6 +179,8 @@ _EXAMPLES = """examples:
   klem fit -k 3 --covariance-type diag --json fit.json --plot fit.png
   klem fit --model poisson -k 2 --tol 1e-8      two Poissons on the bundled London deaths table
   klem fit votes.csv --model bernoulli -k 4     your own 0/1 data, one row per sample
+  klem fit --model hmm-poisson -k 3 --max-iter 1000 --tol 1e-8   a 3-state Poisson HMM on the earthquake counts
+  klem fit runs.csv --model hmm-gaussian --sequence-column ID    a Gaussian HMM, one sequence per ID
 """
 
 _FIT_DESCRIPTION = """Fit a mixture by EM and print its ledger: after every half-step (E, then M) the mean
@@ -198,6 +217,9 @@ def build_parser()->argparse.ArgumentParser: # the parser of `klem`, with its su
         fit.add_argument(o.flag, dest=o.param, choices=o.choices, default=None,
                          **({} if o.type is None else dict(type=o.type)),
                          help=f"{takers} only: {o.help} (default: {o.default})")
+    fit.add_argument('--sequence-column', metavar='NAME', help=', '.join(m.name for m in MODELS.values() if m.sequence)
+                     + " only: the column that names each row's sequence (its rows together, in order); "
+                       "without it the file is one sequence")
     fit.add_argument('--max-iter', type=_integer('max-iter', 1), default=100, metavar='N',
                      help='at most N EM iterations (default: 100)')
     fit.add_argument('--tol', type=_tolerance, default=1e-3, metavar='T',
@@ -459,6 +481,71 @@ def save_figure(
     fig.suptitle(f"klem fit --model {model} -k {len(estimator.weights_)}")
     fig.savefig(path, dpi=100)
 
+# %% ../nbs/18_cli.ipynb #fcbe561f
+def _sequence_lengths(
+    ids:np.ndarray, # the sequence column, one value per row
+    name:str, # the column's name, for messages
+)->np.ndarray: # the length of each sequence, in file order
+    "Lengths of the runs of equal ids; `CommandError` if a sequence's rows are not together."
+    cut = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+    first = ids[np.concatenate([[0], cut])]
+    values, counts = np.unique(first, return_counts=True)
+    if (counts > 1).any():
+        raise CommandError(f"the rows of each sequence must be together, but {name} = {values[counts > 1][0]:g} "
+                           "appears in separate runs (sort the file by it)")
+    return np.diff(np.concatenate([[0], cut, [len(ids)]]))
+
+def fit_sequences(
+    args:argparse.Namespace, # the parsed options of `klem fit` with an HMM --model
+)->int: # exit status 0; problems raise `CommandError`
+    "`klem fit` for HMMs: split the rows into sequences, fit, print the ledger and the start, transition and emission tables."
+    out, spec = sys.stdout, MODELS[args.model]
+    options = {o.param: getattr(args, o.param) for o in _model_options()}
+    check_options(args.model, options)
+    if args.plot is not None: raise CommandError(f"--plot is not available for --model {args.model}")
+    if args.json is not None: _check_output(args.json, '--json')
+    col = args.sequence_column
+    if args.data is None and col is not None: raise CommandError("--sequence-column applies to a DATA.csv file")
+    X, _, data = load_data(args.data, args.model, args.header, note=_note) if col is None else (None, None, None)
+    if col is not None:
+        from klem_nb.datasets import _read_csv
+        try: X, columns, named = _read_csv(args.data, header=args.header)
+        except ValueError as e: raise CommandError(e) from None
+        if col not in columns: raise CommandError(f"--sequence-column {col!r} is not a column of {args.data} ({', '.join(columns)})")
+        j = columns.index(col)
+        lengths, X, columns = _sequence_lengths(X[:, j], col), np.delete(X, j, axis=1), columns[:j] + columns[j + 1:]
+        if X.shape[1] == 0: raise CommandError(f"{args.data} has no column besides {col!r}")
+        check_data(X, args.model, args.data, columns)
+        data = dict(path=os.fspath(args.data), n_samples=int(X.shape[0]), n_features=int(X.shape[1]), columns=columns)
+    else: lengths = np.array([len(X)])
+    est = make_estimator(args.model, args.k, max_iter=args.max_iter, tol=args.tol, seed=args.seed, **options)
+    est.tol = args.tol * len(lengths)          # --tol is per sequence; an HMM's tol is on the total log-likelihood
+    shape = ''.join(f", {o.param}={getattr(est, o.param)}" for o in spec.options)
+    print(f"klem fit: {spec.title} HMM, k={args.k}{shape}; data {data['path']}: {data['n_samples']} rows in "
+          f"{len(lengths)} sequence{'s' * (len(lengths) != 1)}, columns {', '.join(data['columns'])}", file=out)
+    try: est.fit(X, lengths)
+    except ValueError as e: raise CommandError(e) from None
+    print(est.trace_, file=out)
+    states = [f"state {j}" for j in range(args.k)]
+    emis = est.lambdas_ if hasattr(est, 'lambdas_') else est.means_
+    label = 'rate {}' if hasattr(est, 'lambdas_') else 'mean {}'
+    print('\n' + format_table([''] + states, [['start', *est.startprob_]] +
+                              [[label.format(c), *emis[:, i]] for i, c in enumerate(data['columns'])]), file=out)
+    print('\ntransitions (row: from, column: to):\n' + format_table([''] + states, [[s, *r] for s, r in zip(states, est.transmat_)]), file=out)
+    print(f"\nconverged: {'yes' if est.converged_ else 'no'}, after {est.n_iter_} iterations (tol {args.tol:g} per sequence)", file=out)
+    print(f"log-likelihood: {est.score(X, lengths):.10g}", file=out)
+    if args.json is not None:
+        report = dict(model=args.model, n_components=args.k, data=data, lengths=lengths.tolist(), converged=bool(est.converged_),
+                      n_iter=int(est.n_iter_), log_likelihood=float(est.score(X, lengths)),
+                      parameters=dict(startprob=est.startprob_.tolist(), transmat=est.transmat_.tolist(),
+                                      **{p: np.asarray(getattr(est, p + '_'), float).tolist() for p in spec.parameters}),
+                      ledger=[{k: _plain(v) for k, v in r.items()} for r in est.trace_.records()])
+        try:
+            with open(args.json, 'w', encoding='utf-8') as f: json.dump(report, f, indent=1, allow_nan=False)
+        except OSError as e: raise CommandError(f"cannot write the output: {e}") from None
+        print(f"wrote {args.json}", file=out)
+    return 0
+
 # %% ../nbs/18_cli.ipynb #1e777db7
 def _note(message:str):
     "Tell the user something worth knowing that is not an error: one `klem:` line on standard error."
@@ -470,6 +557,9 @@ def fit_command(
 )->int: # exit status 0; problems raise `CommandError`
     "Run `klem fit`: read, fit with a live ledger, print the parameters and verdict, write the requested files."
     out, spec = sys.stdout, MODELS[args.model]
+    if spec.sequence: return fit_sequences(args)
+    if args.sequence_column is not None:
+        raise CommandError(f"--sequence-column applies to --model {' or '.join(m.name for m in MODELS.values() if m.sequence)} only")
     from klem_nb.base import LedgerPrinter   # here, not at the top: `klem --help` needs no scikit-learn
     options = {o.param: getattr(args, o.param) for o in _model_options()}
     check_options(args.model, options)

@@ -277,22 +277,24 @@ def em(
     w = _check_row_weights(sample_weight, n)
     _check_em_args(model, tol, max_iter, lower_bound, block_size, callback)
     record = _Recorder(strict, callback)
+    prior = getattr(model, 'log_prior', lambda: 0.0)   # MAP-EM: log p(θ) joins the ledger's L and F; tol watches L without it
     lower_bound, lower_bounds, converged, n_iter = float(lower_bound), [], False, 0
     for n_iter in range(1, max_iter + 1):
         prev_lower_bound = lower_bound
         e = e_pass(model, X, w, block_size)
         W = e.weight
         lower_bound = e.log_likelihood / W
-        record.e_row(n_iter, lower_bound, -(e.expected_log_joint - e.neg_entropy) / W)
+        lp = prior() / W
+        record.e_row(n_iter, lower_bound + lp, -(e.expected_log_joint - e.neg_entropy) / W - lp)
         model.m_step(e.stats)
-        record.m_row(n_iter, -(model.expected_log_joint(e.stats) - e.neg_entropy) / W)
+        record.m_row(n_iter, -(model.expected_log_joint(e.stats) - e.neg_entropy) / W - prior() / W)
         lower_bounds.append(lower_bound)
         if abs(lower_bound - prev_lower_bound) < tol:
             converged = True
             break
     final = e_pass(model, X, w, block_size, stats=False)
     final_L = final.log_likelihood / final.weight
-    if record.pending is not None: record.m_done(final_L)
+    if record.pending is not None: record.m_done(final_L + prior() / final.weight)
     return EMResult(converged=converged, n_iter=n_iter, lower_bound=lower_bound,
                     lower_bounds=np.array(lower_bounds, dtype=float), ledger=Ledger.from_rows(record.rows),
                     log_likelihood=final_L)

@@ -417,7 +417,7 @@ def test_a_new_model_is_one_registry_entry(capsys, monkeypatch, files, tmp_path)
 
 def test_registry_and_options():
     from klem_nb import cli
-    assert list(cli.MODELS) == ['gmm', 'bernoulli', 'poisson'] and cli.DEFAULT_MODEL == 'gmm'
+    assert list(cli.MODELS) == ['gmm', 'bernoulli', 'poisson', 'hmm-gaussian', 'hmm-poisson'] and cli.DEFAULT_MODEL == 'gmm'
     assert cli.make_estimator('gmm', 2, covariance_type='tied').covariance_type == 'tied'
     assert cli.make_estimator('gmm', 2).covariance_type == 'full'
     with pytest.raises(cli.CommandError, match='--covariance-type applies to --model gmm only'):

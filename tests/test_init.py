@@ -5,7 +5,8 @@ import sys
 import pytest
 
 HEAVY = ['sklearn', 'scipy', 'matplotlib', 'nbdev', 'fastcore', 'IPython']
-NAMES = ['GaussianMixture', 'BernoulliMixture', 'PoissonMixture', 'em', 'Ledger', 'GaussianMixtureIC']
+NAMES = ['GaussianMixture', 'BernoulliMixture', 'PoissonMixture', 'em', 'Ledger', 'GaussianMixtureIC',
+         'GaussianHMM', 'CategoricalHMM', 'PoissonHMM']
 
 
 def python(code):

@@ -1,0 +1,351 @@
+"Parity of klem_nb.hmm with hmmlearn 0.3.3 from hand-set starts, bad input, and what hmmlearn lacks (weights, NaN rows, ledger, threads)."
+import logging
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from klem_nb.hmm import GaussianHMM, CategoricalHMM, PoissonHMM
+from klem_nb.em import FreeEnergyIncreaseError
+
+hmm = pytest.importorskip('hmmlearn.hmm')
+logging.getLogger('hmmlearn').setLevel(logging.ERROR)
+RTOL = 1e-8
+
+def _chain(rng, k, n):
+    A = np.full((k, k), 0.1 / (k - 1)); np.fill_diagonal(A, 0.9)
+    z = [0]
+    for _ in range(n - 1): z.append(rng.choice(k, p=A[z[-1]]))
+    return np.array(z)
+
+def _start(k, rng):
+    A = rng.dirichlet(np.ones(k) * 3, size=k) + np.eye(k) * 2
+    return rng.dirichlet(np.ones(k) * 3), A / A.sum(1, keepdims=True)
+
+def _gauss_data(seed=0, k=3, d=2, lengths=(120, 80, 80, 50)):
+    rng = np.random.default_rng(seed)
+    z = _chain(rng, k, sum(lengths))
+    mu = rng.normal(scale=3, size=(k, d))
+    X = mu[z] + rng.normal(size=(len(z), d)) @ np.diag(rng.uniform(0.5, 1.5, d))
+    return X, np.array(lengths), rng
+
+def _gauss_start(ct, k, d, rng, X):
+    sp, A = _start(k, rng)
+    means = X[rng.choice(len(X), k, replace=False)] + 0.1
+    cv = np.cov(X.T)
+    covars = {'spherical': np.full(k, cv.trace() / d) * rng.uniform(0.8, 1.2, k), 'diag': np.tile(np.diag(cv), (k, 1)) * rng.uniform(0.8, 1.2, (k, d)),
+              'full': np.stack([cv * s for s in rng.uniform(0.8, 1.2, k)]), 'tied': cv}[ct]
+    return dict(startprob_=sp, transmat_=A, means_=means, covars_=covars)
+
+def _set(est, params):
+    for k, v in params.items(): setattr(est, k, np.array(v, copy=True))
+    return est
+
+def _compare(ours, theirs, X, lengths, names):
+    for n in names: np.testing.assert_allclose(getattr(ours, n), getattr(theirs, n), rtol=RTOL, atol=1e-12, err_msg=n)
+    np.testing.assert_allclose(ours.lower_bounds_, list(theirs.monitor_.history), rtol=RTOL)
+    np.testing.assert_allclose(ours.score(X, lengths), theirs.score(X, lengths), rtol=RTOL)
+    lp, post = ours.score_samples(X, lengths)
+    lp2, post2 = theirs.score_samples(X, lengths)
+    np.testing.assert_allclose(post, post2, rtol=RTOL, atol=1e-12)
+    for alg in ('viterbi', 'map'):
+        a, pa = ours.decode(X, lengths, algorithm=alg)
+        b, pb = theirs.decode(X, lengths, algorithm=alg)
+        np.testing.assert_allclose(a, b, rtol=RTOL)
+        np.testing.assert_array_equal(pa, pb)
+
+@pytest.mark.parametrize('ct', ['spherical', 'diag', 'full', 'tied'])
+@pytest.mark.parametrize('implementation', ['log', 'scaling'])
+def test_gaussian_parity(ct, implementation):
+    X, lengths, rng = _gauss_data()
+    start = _gauss_start(ct, 3, 2, rng, X)
+    kw = dict(n_components=3, covariance_type=ct, init_params='', n_iter=15, tol=1e-6, implementation=implementation)
+    ours = _set(GaussianHMM(**kw), start).fit(X, lengths)
+    theirs = _set(hmm.GaussianHMM(**kw), start).fit(X, lengths)
+    assert len(ours.lower_bounds_) == len(theirs.monitor_.history)
+    if ct == 'spherical':      # hmmlearn 0.3.3 keeps fitted spherical variances as (k, d) and its covars_ then has k*d matrices
+        np.testing.assert_allclose(np.broadcast_to(ours._covars_[:, None], theirs._covars_.shape), theirs._covars_, rtol=RTOL)
+        _compare(ours, theirs, X, lengths, ['startprob_', 'transmat_', 'means_'])
+    else: _compare(ours, theirs, X, lengths, ['startprob_', 'transmat_', 'means_', 'covars_'])
+
+def test_gaussian_parity_priors():
+    X, lengths, rng = _gauss_data(1)
+    start = _gauss_start('full', 3, 2, rng, X)
+    kw = dict(n_components=3, covariance_type='full', init_params='', n_iter=8, tol=0, startprob_prior=2.0, transmat_prior=1.5,
+              means_prior=0.5, means_weight=2.0, covars_prior=0.3, covars_weight=4)
+    ours = _set(GaussianHMM(**kw), start).fit(X, lengths)
+    theirs = _set(hmm.GaussianHMM(**kw), start).fit(X, lengths)
+    _compare(ours, theirs, X, lengths, ['startprob_', 'transmat_', 'means_', 'covars_'])
+
+def _cat_data(seed=0, k=2, nf=4, lengths=(100, 60, 40)):
+    rng = np.random.default_rng(seed)
+    z = _chain(rng, k, sum(lengths))
+    E = rng.dirichlet(np.ones(nf), size=k)
+    X = np.array([rng.choice(nf, p=E[s]) for s in z])[:, None]
+    sp, A = _start(k, rng)
+    return X, np.array(lengths), dict(startprob_=sp, transmat_=A, emissionprob_=rng.dirichlet(np.ones(nf) * 2, size=k))
+
+@pytest.mark.parametrize('prior', [1.0, 1.7])
+def test_categorical_parity(prior):
+    X, lengths, start = _cat_data()
+    kw = dict(n_components=2, init_params='', n_iter=20, tol=1e-7, emissionprob_prior=prior)
+    ours = _set(CategoricalHMM(**kw), start).fit(X, lengths)
+    theirs = _set(hmm.CategoricalHMM(**kw), start).fit(X, lengths)
+    _compare(ours, theirs, X, lengths, ['startprob_', 'transmat_', 'emissionprob_'])
+
+def _pois_data(seed=0, k=2, d=2, lengths=(90, 70)):
+    rng = np.random.default_rng(seed)
+    z = _chain(rng, k, sum(lengths))
+    lam = rng.uniform(1, 12, size=(k, d))
+    X = rng.poisson(lam[z]).astype(float)
+    sp, A = _start(k, rng)
+    return X, np.array(lengths), dict(startprob_=sp, transmat_=A, lambdas_=lam * rng.uniform(0.7, 1.3, (k, d)))
+
+@pytest.mark.parametrize('prior', [(0.0, 0.0), (2.0, 0.5)])
+def test_poisson_parity(prior):
+    X, lengths, start = _pois_data()
+    kw = dict(n_components=2, init_params='', n_iter=20, tol=1e-7, lambdas_prior=prior[0], lambdas_weight=prior[1])
+    ours = _set(PoissonHMM(**kw), start).fit(X, lengths)
+    theirs = _set(hmm.PoissonHMM(**kw), start).fit(X, lengths)
+    _compare(ours, theirs, X, lengths, ['startprob_', 'transmat_', 'lambdas_'])
+
+def test_default_tol_stops_like_hmmlearn():
+    "With hmmlearn's defaults (n_iter=10, tol=1e-2) both stop at the same iteration."
+    X, lengths, rng = _gauss_data(2)
+    start = _gauss_start('diag', 3, 2, rng, X)
+    ours = _set(GaussianHMM(n_components=3, init_params=''), start).fit(X, lengths)
+    theirs = _set(hmm.GaussianHMM(n_components=3, init_params=''), start).fit(X, lengths)
+    assert len(ours.lower_bounds_) == len(theirs.monitor_.history)
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=RTOL)
+
+def test_sample_matches_hmmlearn():
+    X, lengths, start = _pois_data()
+    ours = _set(PoissonHMM(n_components=2), start)
+    theirs = _set(hmm.PoissonHMM(n_components=2), start)
+    a, za = ours.sample(50, random_state=3)
+    b, zb = theirs.sample(50, random_state=3)
+    np.testing.assert_array_equal(za, zb); np.testing.assert_array_equal(a, b)
+
+def test_clone_and_params():
+    est = GaussianHMM(n_components=4, covariance_type='full', n_iter=50, tol=1e-4)
+    c = clone(est)
+    assert c.get_params() == est.get_params() and c.n_components == 4
+
+# ---- bad input ----
+def _fitted_pois():
+    X, lengths, start = _pois_data()
+    return X, lengths, start
+
+def test_lengths_must_sum():
+    X, lengths, start = _pois_data()
+    est = _set(PoissonHMM(n_components=2, init_params=''), start)
+    with pytest.raises(ValueError, match='sum to len'): est.fit(X, [10, 20])
+    with pytest.raises(ValueError, match='positive'): est.fit(X, [len(X), 0])
+
+@pytest.mark.parametrize('bad', [-1.0, 2.5])
+def test_poisson_counts(bad):
+    X, lengths, start = _pois_data()
+    X[3, 0] = bad
+    with pytest.raises(ValueError, match='counts'): _set(PoissonHMM(n_components=2, init_params=''), start).fit(X, lengths)
+
+def test_symbols_out_of_range():
+    X, lengths, start = _cat_data()
+    X[5, 0] = 4
+    with pytest.raises(ValueError, match='symbols must lie in 0..n_features-1'):
+        _set(CategoricalHMM(n_components=2, init_params=''), start).fit(X, lengths)
+    X[5, 0] = -1
+    with pytest.raises(ValueError, match='symbols'): _set(CategoricalHMM(n_components=2, init_params=''), start).fit(X, lengths)
+
+@pytest.mark.parametrize('name', ['startprob_', 'transmat_'])
+def test_rows_must_sum_to_one(name):
+    X, lengths, start = _pois_data()
+    start[name] = start[name] * 1.1
+    est = _set(PoissonHMM(n_components=2, init_params=''), start)
+    with pytest.raises(ValueError, match=f'{name} must sum to 1'): est.fit(X, lengths)
+    assert not hasattr(est, 'lower_bounds_')           # a failed fit leaves the estimator as it was
+
+def test_all_nan_sequence():
+    X, lengths, rng = _gauss_data()
+    X[lengths[0]:lengths[0] + lengths[1]] = np.nan
+    est = _set(GaussianHMM(n_components=3, init_params=''), _gauss_start('diag', 3, 2, rng, X[:100]))
+    with pytest.raises(ValueError, match='sequence 1 has only missing'): est.fit(X, lengths)
+
+def test_partial_nan_row():
+    X, lengths, rng = _gauss_data()
+    X[7, 1] = np.nan
+    with pytest.raises(ValueError, match='partly NaN'): GaussianHMM(n_components=3).fit(X, lengths)
+
+# ---- beyond hmmlearn ----
+def test_integer_weights_repeat_sequences():
+    X, lengths, rng = _gauss_data()
+    start = _gauss_start('full', 3, 2, rng, X)
+    w = np.array([2, 0, 1, 3])
+    seqs = np.split(X, np.cumsum(lengths)[:-1])
+    Xr = np.concatenate([s for s, c in zip(seqs, w) for _ in range(c)])
+    lr = np.concatenate([[len(s)] * c for s, c in zip(seqs, w)])
+    kw = dict(n_components=3, covariance_type='full', init_params='', n_iter=10, tol=0, covars_prior=0)
+    a = _set(GaussianHMM(**kw), start).fit(X, lengths, sample_weight=w)
+    b = _set(GaussianHMM(**kw), start).fit(Xr, lr)
+    for n in ('startprob_', 'transmat_', 'means_', 'covars_'): np.testing.assert_allclose(getattr(a, n), getattr(b, n), rtol=1e-10)
+    np.testing.assert_allclose(a.lower_bounds_, b.lower_bounds_, rtol=1e-12)
+
+def test_nan_rows_have_emission_factor_one():
+    "A missing row contributes factor 1: the score equals the chain with that step's emission summed out."
+    X, lengths, start = _pois_data()
+    est = _set(PoissonHMM(n_components=2), start)
+    Xm = X.copy(); Xm[10] = np.nan
+    # brute force: p(x without row 10) = Σ over all rows-10 values is 1, so replace the emission by 1 in the forward pass
+    from klem_nb.hmm import forward_backward
+    logB = est._log_frameprob(est._theta(), X); logB[10] = 0
+    lp, *_ = forward_backward(np.log(start['startprob_']), start['transmat_'], logB[:lengths[0]][None])
+    lp2, *_ = forward_backward(np.log(start['startprob_']), start['transmat_'], logB[lengths[0]:][None])
+    np.testing.assert_allclose(est.score(Xm, lengths), lp[0] + lp2[0], rtol=1e-12)
+    assert est.score(Xm, lengths) > est.score(X, lengths)
+    fit = _set(PoissonHMM(n_components=2, init_params='', n_iter=5, tol=0, strict=True), start).fit(Xm, lengths)
+    assert np.isfinite(fit.lambdas_).all() and fit.predict(Xm, lengths).shape == (len(X),)
+
+def test_ledger_and_strict_mode():
+    X, lengths, start = _pois_data()
+    est = _set(PoissonHMM(n_components=2, init_params='', n_iter=30, tol=0, strict=True), start).fit(X, lengths)
+    F = est.trace_.free_energy
+    assert (np.diff(F) <= 1e-10 * np.abs(F[1:])).all()
+    gap = est.trace_.kl_gap[est.trace_.step == 'E']
+    np.testing.assert_allclose(gap, 0, atol=1e-10)
+    # break the M-step: strict mode names it
+    class Broken(PoissonHMM):
+        def _emission_m_step(self, th, stats):
+            super()._emission_m_step(th, stats); th['lambdas'] = th['lambdas'] * 1.5
+    with pytest.raises(FreeEnergyIncreaseError, match='M-step'):
+        _set(Broken(n_components=2, init_params='', n_iter=5, tol=0, strict=True), start).fit(X, lengths)
+
+def test_threads_give_identical_answers(monkeypatch):
+    import klem_nb.hmm as H
+    monkeypatch.setattr(H, '_ROWS_PER_CHUNK', 100)
+    X, lengths, rng = _gauss_data(3, lengths=(60, 70, 80, 90, 100, 110))
+    start = _gauss_start('diag', 3, 2, rng, X)
+    fits = [_set(GaussianHMM(n_components=3, init_params='', n_iter=5, tol=0, n_jobs=j), start).fit(X, lengths) for j in (1, 2, 3)]
+    for f in fits[1:]:
+        np.testing.assert_array_equal(f.means_, fits[0].means_)
+        np.testing.assert_array_equal(f.lower_bounds_, fits[0].lower_bounds_)
+
+def test_long_sequences_chunked_recursion():
+    "Sequences longer than CHUNKED_MIN_T take the two-level recursion: still hmmlearn's answer, and the plain one's."
+    import klem_nb.hmm as H
+    rng = np.random.default_rng(5)
+    k, lengths = 3, np.array([1500, 700])
+    X = rng.poisson(np.array([2., 8., 20.])[_chain(rng, k, lengths.sum())])[:, None].astype(float)
+    sp, A = _start(k, rng)
+    start = dict(startprob_=sp, transmat_=A, lambdas_=np.array([[3.], [7.], [15.]]))
+    kw = dict(n_components=k, init_params='', n_iter=6, tol=0)
+    ours = _set(PoissonHMM(**kw), start).fit(X, lengths)
+    theirs = _set(hmm.PoissonHMM(**kw), start).fit(X, lengths)
+    _compare(ours, theirs, X, lengths, ['startprob_', 'transmat_', 'lambdas_'])
+    B = np.exp(rng.normal(size=(2, 1000, k)))
+    for a, b in zip(H._passes_plain(sp, A, B), H._passes_chunked(sp, A, B)): np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-300)
+
+def test_map_ledger_with_priors(monkeypatch):
+    "With hmmlearn's priors the M-step maximises E log p + log p(θ): the ledger tracks that objective, strictly."
+    import klem_nb.hmm as H
+    X, lengths, rng = _gauss_data(1)
+    start = _gauss_start('full', 3, 2, rng, X)
+    kw = dict(n_components=3, covariance_type='full', init_params='', n_iter=40, tol=0, means_prior=0.5, means_weight=2.0,
+              covars_prior=0.3, covars_weight=4, strict=True)
+    est = _set(GaussianHMM(**kw), start).fit(X, lengths)
+    led = est.trace_
+    np.testing.assert_allclose(led.kl_gap[led.step == 'E'], 0, atol=1e-10)
+    L = led.log_likelihood[led.step == 'E'] * len(lengths)
+    assert np.all(L != est.lower_bounds_)                       # the ledger's L includes log p(θ); lower_bounds_ does not
+    monkeypatch.setattr(H.HMMModel, 'log_prior', lambda self: 0.0)   # mutation: leave the prior out of the ledger
+    with pytest.raises(FreeEnergyIncreaseError, match='M-step'): _set(GaussianHMM(**kw), start).fit(X, lengths)
+
+@pytest.mark.parametrize('cls', [GaussianHMM, CategoricalHMM, PoissonHMM])
+def test_docstring_lists_every_parameter(cls):
+    import inspect, re
+    doc = inspect.getdoc(cls)
+    body = doc.split('Parameters\n----------\n')[1].split('Attributes\n----------\n')[0]
+    listed = set(re.findall(r'^(\w+) :', body, flags=re.M))
+    assert set(inspect.signature(cls).parameters) <= listed
+
+@pytest.mark.parametrize('which', ['gaussian', 'categorical'])
+def test_sample_matches_hmmlearn_other_families(which):
+    if which == 'gaussian':
+        X, lengths, rng = _gauss_data()
+        start, ours, theirs = _gauss_start('full', 3, 2, rng, X), GaussianHMM(3, covariance_type='full'), hmm.GaussianHMM(3, covariance_type='full')
+    else:
+        X, lengths, start = _cat_data()
+        ours, theirs = CategoricalHMM(2), hmm.CategoricalHMM(2)
+    a, za = _set(ours, start).sample(40, random_state=7)
+    b, zb = _set(theirs, start).sample(40, random_state=7)
+    np.testing.assert_array_equal(za, zb); np.testing.assert_allclose(a, b, rtol=1e-12)
+
+def test_gaussian_nan_rows():
+    "A NaN row of a GaussianHMM sequence: emission factor 1 in score, posteriors and Viterbi; fit runs through it."
+    X, lengths, rng = _gauss_data()
+    start = _gauss_start('diag', 3, 2, rng, X)
+    est = _set(GaussianHMM(3, init_params=''), start)
+    Xm = X.copy(); Xm[[5, 6, 200]] = np.nan
+    from klem_nb.hmm import forward_backward, viterbi
+    logB = est._log_frameprob(est._theta(), X); logB[[5, 6, 200]] = 0
+    starts = np.r_[0, np.cumsum(lengths)]
+    ll = sum(forward_backward(np.log(start['startprob_']), start['transmat_'], logB[a:b][None])[0][0] for a, b in zip(starts, starts[1:]))
+    np.testing.assert_allclose(est.score(Xm, lengths), ll, rtol=1e-12)
+    path = np.concatenate([viterbi(np.log(start['startprob_']), np.log(start['transmat_']), logB[a:b][None])[1][0] for a, b in zip(starts, starts[1:])])
+    np.testing.assert_array_equal(est.predict(Xm, lengths), path)
+    fit = _set(GaussianHMM(3, init_params='', n_iter=20, tol=0, strict=True), start).fit(Xm, lengths)
+    assert np.isfinite(fit.means_).all() and np.isfinite(fit.score(Xm, lengths))
+
+def test_zero_weight_drops_a_sequence():
+    X, lengths, start = _pois_data(lengths=(50, 60, 50))
+    kw = dict(n_components=2, init_params='', n_iter=8, tol=0)
+    a = _set(PoissonHMM(**kw), start).fit(X, lengths, sample_weight=[1, 0, 1])
+    b = _set(PoissonHMM(**kw), start).fit(np.r_[X[:50], X[110:]], [50, 50])
+    np.testing.assert_allclose(a.lambdas_, b.lambdas_, rtol=1e-12); np.testing.assert_allclose(a.transmat_, b.transmat_, rtol=1e-12)
+
+def test_padded_batches_of_unequal_lengths(monkeypatch):
+    "Sequences of different lengths share a padded batch: the same answer as one sequence at a time (and as hmmlearn)."
+    import klem_nb.hmm as H
+    rng = np.random.default_rng(9)
+    lengths = np.array([100, 97, 1, 2, 90, 99, 3, 600, 560])
+    X = rng.poisson(np.array([2., 9.])[_chain(rng, 2, lengths.sum())])[:, None].astype(float)
+    sp, A = _start(2, rng)
+    start = dict(startprob_=sp, transmat_=A, lambdas_=np.array([[3.], [7.]]))
+    kw = dict(n_components=2, init_params='', n_iter=5, tol=0, strict=True)
+    fits = []
+    for ratio in (1.0, 1.25, 1e9):                  # exact lengths only; the default buckets; everything in one batch
+        monkeypatch.setattr(H, 'PAD_RATIO', ratio)
+        fits.append(_set(PoissonHMM(**kw), start).fit(X, lengths))
+        np.testing.assert_allclose(fits[-1].trace_.kl_gap[fits[-1].trace_.step == 'E'], 0, atol=1e-10)
+    for f in fits[1:]:
+        for n in ('startprob_', 'transmat_', 'lambdas_', 'lower_bounds_'): np.testing.assert_allclose(getattr(f, n), getattr(fits[0], n), rtol=1e-11)
+        np.testing.assert_allclose(f.trace_.free_energy, fits[0].trace_.free_energy, rtol=1e-11)
+        np.testing.assert_allclose(f.predict_proba(X, lengths), fits[0].predict_proba(X, lengths), rtol=1e-9, atol=1e-14)
+    theirs = _set(hmm.PoissonHMM(**{k: v for k, v in kw.items() if k != 'strict'}), start).fit(X, lengths)
+    _compare(fits[2], theirs, X, lengths, ['startprob_', 'transmat_', 'lambdas_'])
+
+@pytest.mark.parametrize('params', ['st', 'mc', 'sm', 'stm'])
+def test_gaussian_parity_params_subsets(params):
+    "Only the letters in `params` are updated, as in hmmlearn."
+    X, lengths, rng = _gauss_data(4)
+    start = _gauss_start('diag', 3, 2, rng, X)
+    kw = dict(n_components=3, covariance_type='diag', init_params='', params=params, n_iter=6, tol=0)
+    ours = _set(GaussianHMM(**kw), start).fit(X, lengths)
+    theirs = _set(hmm.GaussianHMM(**kw), start).fit(X, lengths)
+    _compare(ours, theirs, X, lengths, ['startprob_', 'transmat_', 'means_', 'covars_'])
+    if 'm' not in params: np.testing.assert_array_equal(ours.means_, start['means_'])
+
+def test_covariances_without_means():
+    "params='tc': hmmlearn 0.3.3 skips the counts when 'm' is absent and divides by 1e-5 (covariances ~1e7); ours is the M-step."
+    X, lengths, rng = _gauss_data(4)
+    start = _gauss_start('diag', 3, 2, rng, X)
+    gamma = _set(GaussianHMM(3), start).predict_proba(X, lengths)
+    ours = _set(GaussianHMM(3, init_params='', params='tc', n_iter=1), start).fit(X, lengths)
+    expected = (1e-2 + np.einsum('nk,nkd->kd', gamma, (X[:, None] - start['means_']) ** 2)) / gamma.sum(0)[:, None]
+    np.testing.assert_allclose(ours._covars_, expected, rtol=1e-10)
+    theirs = _set(hmm.GaussianHMM(3, init_params='', params='tc', n_iter=1), start).fit(X, lengths)
+    assert theirs._covars_.min() > 1e5                      # the hmmlearn bug this test documents
+
+@pytest.mark.parametrize('kw, message', [(dict(n_components=0), 'n_components'), (dict(implementation='fast'), 'implementation'),
+                                         (dict(covariance_type='round'), 'covariance_type')])
+def test_bad_constructor_values(kw, message):
+    X, lengths, rng = _gauss_data()
+    with pytest.raises(ValueError, match=message): GaussianHMM(**{'n_components': 3, **kw}).fit(X, lengths)
