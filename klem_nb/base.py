@@ -207,9 +207,7 @@ def _check_block(estimator, a, X, w):
     try: check_array(X, dtype=None, ensure_min_samples=0, estimator=estimator, input_name='X')
     except ValueError as e:
         bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
-        if not len(bad): raise
-        head, *rest = str(e).split('\n', 1)                   # scikit-learn's message, the row named in its first line
-        raise ValueError('\n'.join([f"{head.rstrip('.')} (first at row {a + bad[0]})."] + rest)) from None
+        raise ValueError(f"{e} (first at row {a + bad[0]})" if len(bad) else str(e)) from None
     estimator._check_data(X, first_row=a)
     if w is None: return _RowSummary(len(X), float(len(X)), X.min(0).astype(np.float64), X.max(0).astype(np.float64))
     w = np.asarray(w)
@@ -360,7 +358,7 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
     _parameters: tuple = ()  # names of the fitted attributes that make up θ; subclasses set this
     # scaling options: constructor parameters of BernoulliMixture and PoissonMixture; attributes of GaussianMixture
     # (whose constructor stays scikit-learn's), read with these defaults when absent
-    _SCALE_DEFAULTS = dict(algorithm='batch', learning_decay=0.6, learning_offset=0.0, init_sample_size=INIT_SAMPLE_SIZE,
+    _SCALE_DEFAULTS = dict(algorithm='batch', learning_decay=0.7, learning_offset=0.0, init_sample_size=INIT_SAMPLE_SIZE,
                            incremental_blocks=10)
 
     def __init__(self,

@@ -176,7 +176,7 @@ class _MeanMixture(BaseMixture):
         verbose_interval:int=10, # iterations between two iteration messages
         algorithm:str='batch', # 'batch' EM, or Neal and Hinton's 'incremental' EM over `incremental_blocks` blocks
         incremental_blocks:int=10, # blocks of rows for algorithm='incremental'
-        learning_decay:float=0.6, # κ of partial_fit's step (τ0 + t)^-κ, in (0.5, 1]
+        learning_decay:float=0.7, # κ of partial_fit's step (τ0 + t)^-κ, in (0.5, 1]
         learning_offset:float=0.0, # τ0 >= 0 of partial_fit's step
         init_sample_size:int=INIT_SAMPLE_SIZE, # out-of-core fits: rows k-means starts from
     ):
@@ -271,7 +271,7 @@ class BernoulliMixture(_MeanMixture):
         of one block of rows at a time are renewed, each followed by an M-step (numpy and memmap data).
     incremental_blocks : int, default=10
         The number of blocks of rows for algorithm='incremental'.
-    learning_decay : float, default=0.6
+    learning_decay : float, default=0.7
         κ in (0.5, 1] of the step size (τ0 + t)^-κ of `partial_fit` (online EM).
     learning_offset : float, default=0.0
         τ0 >= 0 of the step size of `partial_fit`. The defaults come from the experiment on the EM at scale page.
@@ -383,7 +383,7 @@ class PoissonMixture(_MeanMixture):
         of one block of rows at a time are renewed, each followed by an M-step (numpy and memmap data).
     incremental_blocks : int, default=10
         The number of blocks of rows for algorithm='incremental'.
-    learning_decay : float, default=0.6
+    learning_decay : float, default=0.7
         κ in (0.5, 1] of the step size (τ0 + t)^-κ of `partial_fit` (online EM).
     learning_offset : float, default=0.0
         τ0 >= 0 of the step size of `partial_fit`. The defaults come from the experiment on the EM at scale page.

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['LEDGER_DTYPE', 'DEFAULT_BLOCK_SIZE', 'DASK_RETRIES', 'sum_stats', 'EStep', 'EMModel', 'LatentClassModel', 'Ledger',
-           'FreeEnergyIncreaseError', 'EMResult', 'e_pass', 'em', 'is_dask_array', 'dask_row_chunks', 'reduce_blocks',
+           'FreeEnergyIncreaseError', 'EMResult', 'e_pass', 'is_dask_array', 'dask_row_chunks', 'reduce_blocks', 'em',
            'incremental_em', 'learning_rate', 'online_em_step']
 
 # %% ../nbs/05_em.ipynb #1641eb82
@@ -213,91 +213,6 @@ def e_pass(
     def step(a, Xb, wb): return model.e_step(Xb, wb, stats=stats)
     return reduce_blocks(step, X, sample_weight, block_size)
 
-# %% ../nbs/05_em.ipynb #3edce8e1
-class _Recorder:
-    "Collects ledger rows; checks F in strict mode as soon as it is known; forwards complete rows to the callback."
-    def __init__(self, strict, callback): self.rows, self.strict, self.callback, self.pending = [], strict, callback, None
-
-    def _check(self, iteration, step, free_energy, row):
-        if not (self.strict and self.rows): return
-        before = self.rows[-1]['free_energy']
-        if free_energy - before > _STRICT_RTOL * max(1.0, abs(before)):
-            culprit = ("the model's m_step did not minimise F(q, θ) at fixed q" if step == 'M'
-                       else "the E-step did not return the posterior of the current θ")
-            err = FreeEnergyIncreaseError(
-                f"free energy rose in the {step}-step of iteration {iteration}: from {before!r} to {free_energy!r} "
-                f"(by {free_energy - before:.3g}); {culprit}")
-            err.iteration, err.step, err.before, err.after = iteration, step, before, free_energy
-            err.ledger = Ledger.from_rows(self.rows + [row])
-            raise err
-
-    def _add(self, row):
-        self.rows.append(row)
-        if self.callback is not None: self.callback(dict(row))
-
-    def e_row(self, iteration, L, F):
-        "Record an E-row; first complete the pending M-row with this L (the log-likelihood of its θ)."
-        if self.pending is not None: self.m_done(L)
-        row = dict(iteration=iteration, step='E', log_likelihood=L, free_energy=F, kl_gap=F + L)
-        self._check(iteration, 'E', F, row)
-        self._add(row)
-
-    def m_row(self, iteration, F):
-        "Check an M-row's F now; its L arrives with the next E-step."
-        row = dict(iteration=iteration, step='M', log_likelihood=np.nan, free_energy=F, kl_gap=np.nan)
-        self._check(iteration, 'M', F, row)
-        self.pending = row
-
-    def m_done(self, L):
-        row, self.pending = self.pending, None
-        row.update(log_likelihood=L, kl_gap=row['free_energy'] + L)
-        self._add(row)
-
-# %% ../nbs/05_em.ipynb #b3244d58
-def em(
-    model, # an `EMModel` (e_step, m_step, expected_log_joint); its θ is updated in place
-    X, # the data, n units, handed to the model in slices X[a:b] (whole when one block covers it)
-    *,
-    sample_weight:np.ndarray|None=None, # non-negative unit weights, shape (n,); None means all ones
-    tol:float=1e-3, # stop when the lower bound changes by less than this from one iteration to the next
-    max_iter:int=100, # the most iterations (E-step + M-step) to run; 0 runs only the final E-step
-    lower_bound:float=-np.inf, # the lower bound to measure the first change against (warm starts pass the last one)
-    strict:bool=False, # raise `FreeEnergyIncreaseError` if the free energy rises between consecutive half-steps
-    block_size:int|None=None, # units per block in each E-step, to bound memory; None means `DEFAULT_BLOCK_SIZE`
-    callback:Callable|None=None, # called as callback(row) with each completed ledger row, a dict
-)->EMResult: # convergence, iteration count, lower bounds and the ledger
-    "Run scikit-learn's EM loop on `model`, measuring L, F and the KL gap after every half-step."
-    n = _n_rows(X)
-    if n == 0: raise ValueError("X has no rows")
-    if is_dask_array(sample_weight): sample_weight = sample_weight.compute()
-    w = _check_row_weights(sample_weight, n)
-    _check_em_args(model, tol, max_iter, lower_bound, block_size, callback)
-    return _em_loop(model, X, w, tol=tol, max_iter=max_iter, lower_bound=lower_bound, strict=strict,
-                    block_size=block_size, callback=callback)
-
-def _em_loop(model, X, w, *, tol, max_iter, lower_bound, strict, block_size, callback)->EMResult:
-    "`em` without any checks: the caller has validated every argument (the estimators validate once, in `fit`)."
-    record = _Recorder(strict, callback)
-    lower_bound, lower_bounds, converged, n_iter = float(lower_bound), [], False, 0
-    for n_iter in range(1, max_iter + 1):
-        prev_lower_bound = lower_bound
-        e = e_pass(model, X, w, block_size)
-        W = e.weight
-        lower_bound = e.log_likelihood / W
-        record.e_row(n_iter, lower_bound, -(e.expected_log_joint - e.neg_entropy) / W)
-        model.m_step(e.stats)
-        record.m_row(n_iter, -(model.expected_log_joint(e.stats) - e.neg_entropy) / W)
-        lower_bounds.append(lower_bound)
-        if abs(lower_bound - prev_lower_bound) < tol:
-            converged = True
-            break
-    final = e_pass(model, X, w, block_size, stats=False)
-    final_L = final.log_likelihood / final.weight
-    if record.pending is not None: record.m_done(final_L)
-    return EMResult(converged=converged, n_iter=n_iter, lower_bound=lower_bound,
-                    lower_bounds=np.array(lower_bounds, dtype=float), ledger=Ledger.from_rows(record.rows),
-                    log_likelihood=final_L)
-
 # %% ../nbs/05_em.ipynb #scale-reduce
 DASK_RETRIES = 2          # a failed chunk task is run again this many times under a dask.distributed client
 
@@ -391,6 +306,91 @@ def reduce_blocks(
     if is_dask_array(X): return _reduce_dask(fn, X, sample_weight, block_size)
     return _reduce_local(fn, X, sample_weight, block_size)
 
+# %% ../nbs/05_em.ipynb #3edce8e1
+class _Recorder:
+    "Collects ledger rows; checks F in strict mode as soon as it is known; forwards complete rows to the callback."
+    def __init__(self, strict, callback): self.rows, self.strict, self.callback, self.pending = [], strict, callback, None
+
+    def _check(self, iteration, step, free_energy, row):
+        if not (self.strict and self.rows): return
+        before = self.rows[-1]['free_energy']
+        if free_energy - before > _STRICT_RTOL * max(1.0, abs(before)):
+            culprit = ("the model's m_step did not minimise F(q, θ) at fixed q" if step == 'M'
+                       else "the E-step did not return the posterior of the current θ")
+            err = FreeEnergyIncreaseError(
+                f"free energy rose in the {step}-step of iteration {iteration}: from {before!r} to {free_energy!r} "
+                f"(by {free_energy - before:.3g}); {culprit}")
+            err.iteration, err.step, err.before, err.after = iteration, step, before, free_energy
+            err.ledger = Ledger.from_rows(self.rows + [row])
+            raise err
+
+    def _add(self, row):
+        self.rows.append(row)
+        if self.callback is not None: self.callback(dict(row))
+
+    def e_row(self, iteration, L, F):
+        "Record an E-row; first complete the pending M-row with this L (the log-likelihood of its θ)."
+        if self.pending is not None: self.m_done(L)
+        row = dict(iteration=iteration, step='E', log_likelihood=L, free_energy=F, kl_gap=F + L)
+        self._check(iteration, 'E', F, row)
+        self._add(row)
+
+    def m_row(self, iteration, F):
+        "Check an M-row's F now; its L arrives with the next E-step."
+        row = dict(iteration=iteration, step='M', log_likelihood=np.nan, free_energy=F, kl_gap=np.nan)
+        self._check(iteration, 'M', F, row)
+        self.pending = row
+
+    def m_done(self, L):
+        row, self.pending = self.pending, None
+        row.update(log_likelihood=L, kl_gap=row['free_energy'] + L)
+        self._add(row)
+
+# %% ../nbs/05_em.ipynb #b3244d58
+def em(
+    model, # an `EMModel` (e_step, m_step, expected_log_joint); its θ is updated in place
+    X, # the data, n units, handed to the model in slices X[a:b] (whole when one block covers it)
+    *,
+    sample_weight:np.ndarray|None=None, # non-negative unit weights, shape (n,); None means all ones
+    tol:float=1e-3, # stop when the lower bound changes by less than this from one iteration to the next
+    max_iter:int=100, # the most iterations (E-step + M-step) to run; 0 runs only the final E-step
+    lower_bound:float=-np.inf, # the lower bound to measure the first change against (warm starts pass the last one)
+    strict:bool=False, # raise `FreeEnergyIncreaseError` if the free energy rises between consecutive half-steps
+    block_size:int|None=None, # units per block in each E-step, to bound memory; None means `DEFAULT_BLOCK_SIZE`
+    callback:Callable|None=None, # called as callback(row) with each completed ledger row, a dict
+)->EMResult: # convergence, iteration count, lower bounds and the ledger
+    "Run scikit-learn's EM loop on `model`, measuring L, F and the KL gap after every half-step."
+    n = _n_rows(X)
+    if n == 0: raise ValueError("X has no rows")
+    if is_dask_array(sample_weight): sample_weight = sample_weight.compute()
+    w = _check_row_weights(sample_weight, n)
+    _check_em_args(model, tol, max_iter, lower_bound, block_size, callback)
+    return _em_loop(model, X, w, tol=tol, max_iter=max_iter, lower_bound=lower_bound, strict=strict,
+                    block_size=block_size, callback=callback)
+
+def _em_loop(model, X, w, *, tol, max_iter, lower_bound, strict, block_size, callback)->EMResult:
+    "`em` without any checks: the caller has validated every argument (the estimators validate once, in `fit`)."
+    record = _Recorder(strict, callback)
+    lower_bound, lower_bounds, converged, n_iter = float(lower_bound), [], False, 0
+    for n_iter in range(1, max_iter + 1):
+        prev_lower_bound = lower_bound
+        e = e_pass(model, X, w, block_size)
+        W = e.weight
+        lower_bound = e.log_likelihood / W
+        record.e_row(n_iter, lower_bound, -(e.expected_log_joint - e.neg_entropy) / W)
+        model.m_step(e.stats)
+        record.m_row(n_iter, -(model.expected_log_joint(e.stats) - e.neg_entropy) / W)
+        lower_bounds.append(lower_bound)
+        if abs(lower_bound - prev_lower_bound) < tol:
+            converged = True
+            break
+    final = e_pass(model, X, w, block_size, stats=False)
+    final_L = final.log_likelihood / final.weight
+    if record.pending is not None: record.m_done(final_L)
+    return EMResult(converged=converged, n_iter=n_iter, lower_bound=lower_bound,
+                    lower_bounds=np.array(lower_bounds, dtype=float), ledger=Ledger.from_rows(record.rows),
+                    log_likelihood=final_L)
+
 # %% ../nbs/05_em.ipynb #scale-incremental
 def incremental_em(
     model, # an `EMModel`; its θ is updated in place
@@ -453,7 +453,7 @@ def incremental_em(
 # %% ../nbs/05_em.ipynb #scale-online
 def learning_rate(
     t:int, # the step's number, from 1
-    decay:float=0.6, # κ in (0.5, 1]
+    decay:float=0.7, # κ in (0.5, 1]
     offset:float=0.0, # τ0 >= 0
 )->float: # γ_t = (τ0 + t)^(-κ)
     "The step size of online EM: Robbins-Monro for κ in (0.5, 1]."

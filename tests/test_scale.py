@@ -324,6 +324,7 @@ def test_partial_fit_contract():
     with pytest.raises(ValueError, match='learning_decay'): PoissonMixture(2, learning_decay=0.4).partial_fit(X)
     np.testing.assert_allclose(learning_rate(1, 0.6, 0.0), 1.0)
     np.testing.assert_allclose(learning_rate(10, 0.6, 10.0), 20 ** -0.6)
+    np.testing.assert_allclose(learning_rate(4), 4 ** -0.7)
     with_init = PoissonMixture(2, weights_init=[0.5, 0.5], means_init=[[1, 1, 1, 1], [5, 5, 5, 5]]).partial_fit(X[:100])
     assert with_init.n_batch_iter_ == 1
 
@@ -370,3 +371,19 @@ def test_engine_em_on_dask_validates_once_and_agrees():
         with pytest.raises(ValueError, match='negative'):
             em(MixtureEMModel(est), da.from_array(X, chunks=600), sample_weight=-np.ones(len(X)))
     np.testing.assert_allclose(r_da.ledger.free_energy, r_np.ledger.free_energy, rtol=1e-12)
+
+
+def test_cli_fits_a_npy_file_memory_mapped(tmp_path, capsys):
+    from klem_nb.cli import main
+    X = gaussian_data(2000, d=2, seed=9)
+    np.save(tmp_path / 'X.npy', X)
+    assert main(['fit', str(tmp_path / 'X.npy'), '-k', '3', '--seed', '0']) == 0
+    out = capsys.readouterr().out
+    assert '2000 samples' in out and 'x0' in out
+    np.save(tmp_path / 'v.npy', np.ones(3))
+    assert main(['fit', str(tmp_path / 'v.npy'), '-k', '2']) == 2
+    assert '2-D' in capsys.readouterr().err
+    bad = X.copy(); bad[1234, 1] = np.nan
+    np.save(tmp_path / 'bad.npy', bad)
+    assert main(['fit', str(tmp_path / 'bad.npy'), '-k', '2']) == 2
+    assert 'row 1234' in capsys.readouterr().err
