@@ -207,7 +207,9 @@ def _check_block(estimator, a, X, w):
     try: check_array(X, dtype=None, ensure_min_samples=0, estimator=estimator, input_name='X')
     except ValueError as e:
         bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
-        raise ValueError(f"{e} (first at row {a + bad[0]})" if len(bad) else str(e)) from None
+        if not len(bad): raise
+        head, *rest = str(e).split('\n', 1)                   # scikit-learn's message, the row named in its first line
+        raise ValueError('\n'.join([f"{head.rstrip('.')} (first at row {a + bad[0]})."] + rest)) from None
     estimator._check_data(X, first_row=a)
     if w is None: return _RowSummary(len(X), float(len(X)), X.min(0).astype(np.float64), X.max(0).astype(np.float64))
     w = np.asarray(w)

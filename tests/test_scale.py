@@ -221,7 +221,6 @@ def test_lazy_dask_array_fits_in_a_fraction_of_its_size():
     assert peak_fraction(1_000_000, 50_000) < 0.25
 
 
-@pytest.mark.slow
 def test_lazy_2e6_by_8_dask_array_fits_in_a_quarter_of_its_size():
     assert peak_fraction(2_000_000, 100_000) < 0.25
 
