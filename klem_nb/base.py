@@ -539,6 +539,7 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
 
     def _fit_validated(self, X, X_fit, sample_weight, callback, algorithm):
         "The runs of `fit` on validated data."
+        for name in ('n_batch_iter_', '_online_stats', '_online_rows', '_n_seen'): self.__dict__.pop(name, None)   # no stream
         self._check_parameters(X_fit)
 
         do_init = not (self.warm_start and hasattr(self, "converged_"))
@@ -686,9 +687,10 @@ def partial_fit(self,
     sample_weight=None, # row weights >= 0, shape (n_batch,); None means all ones
 ): # the estimator, θ updated by one step of online EM
     "Online EM: one stochastic-approximation step of the statistics on this batch, then an M-step."
-    first = not hasattr(self, 'n_batch_iter_')
+    first = not hasattr(self, 'n_batch_iter_')             # the first call of a stream
+    warm = first and hasattr(self, 'converged_')            # after `fit`: continue from its θ
     if is_dask_array(X): raise TypeError("partial_fit takes in-memory batches; pass X.compute() or use fit for a Dask array")
-    X = validate_data(self, X, dtype=[np.float64, np.float32], reset=first)
+    X = validate_data(self, X, dtype=[np.float64, np.float32], reset=first and not warm)
     if sample_weight is not None:
         sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         keep = sample_weight > 0
@@ -698,7 +700,7 @@ def partial_fit(self,
     decay, offset = self._scale_option('learning_decay'), self._scale_option('learning_offset')
     if not (0.5 < decay <= 1): raise ValueError(f"learning_decay must be in (0.5, 1], got {decay!r}")
     if not offset >= 0: raise ValueError(f"learning_offset must be >= 0, got {offset!r}")
-    if first:
+    if first and not warm:
         if len(X) < self.n_components:
             raise ValueError(f"The first batch of partial_fit starts the components: it needs at least n_components = "
                              f"{self.n_components} rows of positive weight, got {len(X)}")
@@ -707,6 +709,11 @@ def partial_fit(self,
             self._check_parameters(X)
             self._initialize_parameters(X, check_random_state(self.random_state), sample_weight)
         finally: self._seen_range = None
+    elif warm:                                 # keep θ; only drop the fit's data box
+        self._seen_range = (X, None)
+        try: self._check_parameters(X)
+        finally: self._seen_range = None
+    if first:
         self._online_stats, self._online_rows, self._n_seen, self.n_batch_iter_ = None, [], 0, 0
         self.lower_bounds_ = np.zeros(0)
     t = self.n_batch_iter_ + 1

@@ -386,3 +386,14 @@ def test_cli_fits_a_npy_file_memory_mapped(tmp_path, capsys):
     np.save(tmp_path / 'bad.npy', bad)
     assert main(['fit', str(tmp_path / 'bad.npy'), '-k', '2']) == 2
     assert 'row 1234' in capsys.readouterr().err
+
+
+def test_partial_fit_after_fit_continues_from_the_fitted_parameters_and_fit_ends_a_stream():
+    X = gaussian_data(6000, seed=11)[np.random.default_rng(11).permutation(6000)]   # representative batches
+    est = fit_quietly(GaussianMixture(3, random_state=0), X[:3000])
+    before = est.means_.copy()
+    est.partial_fit(X[3000:4000])
+    assert est.n_batch_iter_ == 1 and est._box is None
+    np.testing.assert_allclose(est.means_, before, atol=0.2)          # one step from the fit, not a new start
+    fit_quietly(est, X)
+    assert not hasattr(est, 'n_batch_iter_')
