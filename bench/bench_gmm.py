@@ -12,6 +12,11 @@ FLOPs of one full-covariance iteration, counted as a plain dense implementation 
 giving 4 n k d^2 (terms of order n k d are left out). klem_nb's GFLOP/s is that count over its time per
 iteration, and its fraction of the machine's GEMM figure (numpy float64 matmul of two 4000 x 4000 matrices).
 
+The roofline column is a lower bound on one iteration from three machine figures measured at start-up (GEMM
+speed, streaming read speed, numpy's exp rate): the dense products of the iteration at GEMM speed (E- and M-step;
+full 4nkd², diag 8nkd, spherical 4nk(d+1), tied 4nd² + 2nk(d+1)), plus one read of X and one write and read of
+the n x k table at memory speed, plus n·k exps. `x roof` is klem_nb's time over that bound.
+
 Peak memory is measured with tracemalloc (numpy reports its array allocations to it) in a separate fit.
 
 The Bernoulli and Poisson mixtures have no scikit-learn counterpart; they are timed against a plain vectorised
@@ -34,6 +39,34 @@ def gemm_gflops(n=4000, repeat=3):
     a @ b
     best = min(_timed(lambda: a @ b) for _ in range(repeat))
     return 2 * n**3 / best / 1e9
+
+
+def memory_gbs(n=2**25, repeat=3):
+    "Streaming read speed: one pass summing a 256 MB float64 array (bytes per second, in GB/s)."
+    a = np.ones(n)
+    a.sum()
+    return 8 * n / min(_timed(a.sum) for _ in range(repeat)) / 1e9
+
+
+def exp_per_second(n=2**23, repeat=3):
+    "numpy's exp on float64, elements per second (the E-step's one unavoidable transcendental per table entry)."
+    a, out = np.linspace(-30, 0, n), np.empty(n)
+    return n / min(_timed(lambda: np.exp(a, out=out)) for _ in range(repeat))
+
+
+def iteration_work(n, d, k, cov_type):
+    "FLOPs of the dense products one iteration cannot avoid, bytes it must stream, and exps it must take."
+    e_flops = {'full': 2 * n * k * d * d, 'tied': 2 * n * d * d + 2 * n * k * (d + 1),
+               'diag': 2 * n * k * 2 * d, 'spherical': 2 * n * k * (d + 1)}[cov_type]
+    m_flops = {'full': 2 * n * k * d * d, 'tied': 2 * n * d * d, 'diag': 2 * n * k * 2 * d,
+               'spherical': 2 * n * k * (d + 1)}[cov_type]
+    return e_flops + m_flops, 8 * n * d + 16 * n * k, n * k    # X read once; the n x k table written and read once
+
+
+def roofline_s(n, d, k, cov_type, gemm, gbs, exps):
+    "Lower bound of one iteration: its products at GEMM speed, plus (as they cannot overlap in numpy) its passes and exps."
+    flops, nbytes, n_exp = iteration_work(n, d, k, cov_type)
+    return flops / (gemm * 1e9) + nbytes / (gbs * 1e9) + n_exp / exps
 
 
 def _timed(f):
@@ -177,11 +210,13 @@ def main(argv=None):
     ap.add_argument('--json', default=str(Path(__file__).parent/'results'/'latest.json'))
     a = ap.parse_args(argv)
     shapes = SHAPES[:2] if a.quick else SHAPES
-    gemm = gemm_gflops()
+    gemm, gbs, exps = gemm_gflops(), memory_gbs(), exp_per_second()
     rows = []
-    print(f'numpy float64 GEMM: {gemm:.1f} GFLOP/s; {a.iters} iterations per fit, best of {a.repeat}')
+    print(f'numpy float64 GEMM: {gemm:.1f} GFLOP/s; memory read: {gbs:.1f} GB/s; exp: {exps / 1e6:.0f} M/s; '
+          f'{a.iters} iterations per fit, best of {a.repeat}')
     head = (f"{'n':>9} {'d':>3} {'k':>3} {'type':>9} | {'sklearn s/it':>12} {'klem s/it':>10} {'ratio':>6} "
-            f"{'ratio*':>6} | {'GFLOP/s':>7} {'%GEMM':>6} | {'MB sk':>7} {'MB klem':>7} | {'lb rel diff':>11}")
+            f"{'ratio*':>6} | {'roof s/it':>9} {'x roof':>6} | {'GFLOP/s':>7} {'%GEMM':>6} | {'MB sk':>7} {'MB klem':>7} "
+            f"| {'lb rel diff':>11}")
     print(head)
     print('-' * len(head))
     for n, d, k in shapes:
@@ -191,7 +226,9 @@ def main(argv=None):
             t_sk1, _ = time_fit('sklearn', X, k, cov_type, a.iters, init, a.repeat, limit=scipy_blas_one_thread())
             t_kl, kl = time_fit('klem_nb', X, k, cov_type, a.iters, init, a.repeat)
             flops = 4 * n * k * d * d if cov_type == 'full' else None
-            row = dict(n=n, d=d, k=k, covariance_type=cov_type, sklearn_s_per_iter=t_sk,
+            roof = roofline_s(n, d, k, cov_type, gemm, gbs, exps)
+            row = dict(n=n, d=d, k=k, covariance_type=cov_type, sklearn_s_per_iter=t_sk, roofline_s_per_iter=roof,
+                       klem_over_roofline=t_kl / roof,
                        sklearn_scipy_blas_1thread_s_per_iter=t_sk1, klem_s_per_iter=t_kl,
                        ratio=t_sk / t_kl, ratio_vs_best_sklearn=min(t_sk, t_sk1) / t_kl,
                        klem_gflops=flops / t_kl / 1e9 if flops else None,
@@ -202,15 +239,17 @@ def main(argv=None):
             rows.append(row)
             gf = f"{row['klem_gflops']:7.1f} {100 * row['klem_fraction_of_gemm']:5.1f}%" if flops else f"{'':7} {'':6}"
             print(f"{n:>9} {d:>3} {k:>3} {cov_type:>9} | {t_sk:12.4f} {t_kl:10.4f} {row['ratio']:6.2f} "
-                  f"{row['ratio_vs_best_sklearn']:6.2f} | {gf} | {row['sklearn_peak_mb']:7.1f} "
+                  f"{row['ratio_vs_best_sklearn']:6.2f} | {roof:9.4f} {t_kl / roof:6.1f} | {gf} | {row['sklearn_peak_mb']:7.1f} "
                   f"{row['klem_peak_mb']:7.1f} | {row['lower_bound_rel_diff']:11.2e}", flush=True)
     geo = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs))
     fd = [r for r in rows if r['covariance_type'] in ('full', 'diag')] or rows
-    summary = dict(gemm_gflops=gemm, geomean_ratio_full_diag=geo([r['ratio'] for r in fd]),
+    summary = dict(gemm_gflops=gemm, memory_gbs=gbs, exp_per_s=exps,
+                   max_klem_over_roofline=max(r['klem_over_roofline'] for r in rows), geomean_ratio_full_diag=geo([r['ratio'] for r in fd]),
                    min_ratio_full_diag=min(r['ratio'] for r in fd),
                    geomean_ratio_vs_best_sklearn_full_diag=geo([r['ratio_vs_best_sklearn'] for r in fd]),
                    geomean_ratio_all=geo([r['ratio'] for r in rows]))
-    print("ratio = sklearn / klem_nb seconds per iteration; ratio* = against sklearn with scipy's BLAS at one thread")
+    print("ratio = sklearn / klem_nb seconds per iteration; ratio* = against sklearn with scipy's BLAS at one thread; "
+          "roof = the iteration's lower bound from the machine figures above, x roof = klem_nb's time over it")
     mean_rows = []
     if not a.no_mean_mixtures:
         head = (f"{'family':>9} {'n':>9} {'d':>3} {'k':>3} | {'plain s/it':>10} {'klem s/it':>10} {'ratio':>6} | "

@@ -7,7 +7,8 @@ import sys as _sys
 from types import ModuleType as _ModuleType
 
 _LAZY = {'GaussianMixture': 'klem_nb.gmm', 'BernoulliMixture': 'klem_nb.discrete',
-         'PoissonMixture': 'klem_nb.discrete', 'em': 'klem_nb.em', 'Ledger': 'klem_nb.em'}
+         'PoissonMixture': 'klem_nb.discrete', 'em': 'klem_nb.em', 'Ledger': 'klem_nb.em',
+         'GaussianMixtureIC': 'klem_nb.selection'}
 
 __all__ = list(_LAZY)
 

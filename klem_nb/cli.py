@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['COVARIANCE_TYPES', 'MODELS', 'DEFAULT_MODEL', 'CommandError', 'Option', 'Model', 'build_parser', 'check_data',
            'load_data', 'check_options', 'make_estimator', 'fit_estimator', 'format_table', 'parameter_tables',
-           'information_criteria', 'fit_report', 'save_figure', 'fit_command', 'main']
+           'information_criteria', 'fit_report', 'save_figure', 'fit_command', 'main', 'selection_table',
+           'select_command']
 
 # %% ../nbs/18_cli.ipynb #8790b910
 import argparse
@@ -212,7 +213,52 @@ def build_parser()->argparse.ArgumentParser: # the parser of `klem`, with its su
                      help='save a figure: the ledger, and the components over the data (2-D gmm) '
                           'or the convergence curve')
     fit.add_argument('--json', metavar='OUT.json', help='save the fit: parameters, ledger, criteria, as JSON')
+    _add_select_parser(commands)             # `klem select`, defined with `select_command` below
     return parser
+
+# %% ../nbs/18_cli.ipynb #5c2358b7
+def _covariance_types(text:str)->tuple:
+    "An argparse `type`: covariance types separated by commas, each one of `COVARIANCE_TYPES`."
+    types = tuple(t.strip() for t in text.split(',') if t.strip())
+    bad = [t for t in types if t not in COVARIANCE_TYPES]
+    if bad or not types:
+        raise argparse.ArgumentTypeError(f"covariance-types must be names among {', '.join(COVARIANCE_TYPES)} "
+                                         f"separated by commas, got {text!r}")
+    return tuple(dict.fromkeys(types))
+
+def _add_select_parser(commands):
+    "The sub-command `select` and its options, on the sub-parsers of `build_parser`."
+    sel = commands.add_parser('select', help='choose k and the covariance type of a Gaussian mixture by BIC or AIC',
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              description="Fit Gaussian mixtures for every k and covariance type in a grid, set aside "
+                                          "degenerate fits, and print the candidates and the choice.",
+                              epilog="examples:\n  klem select                                   Old Faithful, k = 1..9, "
+                                     "four types, BIC\n  klem select --max-components 5 --criterion aic --plot bic.png\n")
+    sel.add_argument('data', nargs='?', metavar='DATA.csv', help='numeric CSV file (default: Old Faithful)')
+    sel.add_argument('--min-components', type=_integer('min-components', 1), default=1, metavar='K',
+                     help='smallest k tried (default: 1)')
+    sel.add_argument('--max-components', type=_integer('max-components', 1), default=9, metavar='K',
+                     help='largest k tried (default: 9)')
+    sel.add_argument('--covariance-types', type=_covariance_types, default=COVARIANCE_TYPES, metavar='T,T',
+                     help=f"covariance types tried, separated by commas (default: {','.join(COVARIANCE_TYPES)})")
+    sel.add_argument('--criterion', choices=('bic', 'aic'), default='bic', help='lower is better (default: bic)')
+    sel.add_argument('--n-init', type=_integer('n-init', 1), default=5, metavar='N',
+                     help='starts per k, shared by the covariance types (default: 5)')
+    sel.add_argument('--max-iter', type=_integer('max-iter', 1), default=1000, metavar='N',
+                     help='at most N EM iterations per run (default: 1000)')
+    sel.add_argument('--tol', type=_tolerance, default=1e-6, metavar='T',
+                     help='stop a run when the mean log-likelihood changes by less than T (default: 1e-06)')
+    sel.add_argument('--seed', type=_integer('seed', 0), default=0, metavar='S', help='seed of the starts (default: 0)')
+    sel.add_argument('--jobs', type=_integer('jobs', 1), default=1, metavar='J', help='processes (default: 1)')
+    sel.add_argument('--no-guard', dest='guard', action='store_false',
+                     help='do not set degenerate fits aside (to see what an unguarded scan picks)')
+    first_row = sel.add_mutually_exclusive_group()
+    first_row.add_argument('--header', dest='header', action='store_const', const=True, default=None,
+                           help='the first row of DATA.csv is column names (default: unless it is all numbers)')
+    first_row.add_argument('--no-header', dest='header', action='store_const', const=False,
+                           help='the first row of DATA.csv is data')
+    sel.add_argument('--plot', metavar='OUT.png', help='save the criterion plot (one line per covariance type)')
+    return sel
 
 # %% ../nbs/18_cli.ipynb #138c82c7
 def check_data(
@@ -487,7 +533,7 @@ def main(
     if args.command is None:
         print("klem: error: no command given; try 'klem fit' (see 'klem --help')", file=sys.stderr)
         return 2
-    try: return fit_command(args)
+    try: return (select_command if args.command == 'select' else fit_command)(args)
     except CommandError as e:
         sys.stdout.flush()
         print(f"klem: error: {_one_line(e)}", file=sys.stderr)
@@ -496,6 +542,65 @@ def main(
         try: os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # so exiting does not flush into it
         except (OSError, ValueError): pass
         return 1
+
+# %% ../nbs/18_cli.ipynb #2e7d901d
+def selection_table(
+    selector, # a fitted `GaussianMixtureIC`
+)->str: # one line per candidate, the choice marked
+    "The candidates of a model selection as a text table."
+    r, name = selector.results_, selector.criterion
+    rows = [[r['n_components'][i], r['covariance_type'][i], r[name][i], r['log_likelihood'][i], r['n_parameters'][i],
+             'yes' if r['converged'][i] else 'no', ('chosen' if i == selector.best_index_ else r['rejected'][i] or '')]
+            for i in range(len(r[name]))]
+    head = ['k', 'type', name.upper(), 'log-likelihood', 'parameters', 'converged', '']
+    cells = [head] + [[str(a), b, f"{c:.3f}", f"{d:.3f}", str(e), f, g] for a, b, c, d, e, f, g in rows]
+    widths = [max(len(row[j]) for row in cells) for j in range(len(head) - 1)]
+    return '\n'.join('  '.join([row[0].rjust(widths[0]), row[1].ljust(widths[1])] +
+                               [c.rjust(wd) for c, wd in zip(row[2:6], widths[2:])] + [row[6]]).rstrip()
+                     for row in cells)
+
+def select_command(
+    args:argparse.Namespace, # the parsed options of `klem select`
+)->int: # exit status 0; problems raise `CommandError`
+    "Run `klem select`: read, fit the grid, print the candidates and the chosen fit, write the plot."
+    out = sys.stdout
+    if args.min_components > args.max_components:
+        raise CommandError(f"--min-components {args.min_components} is larger than --max-components {args.max_components}")
+    if args.plot is not None: _check_output(args.plot, '--plot')
+    X, _, data = load_data(args.data, 'gmm', args.header, note=_note)
+    if args.max_components > X.shape[0]:
+        raise CommandError(f"--max-components {args.max_components} asks for more components than {data['path']} "
+                           f"has rows ({X.shape[0]})")
+    from klem_nb.selection import GaussianMixtureIC
+    selector = GaussianMixtureIC(args.min_components, args.max_components, covariance_types=args.covariance_types,
+                                 criterion=args.criterion, n_init=args.n_init, tol=args.tol, max_iter=args.max_iter,
+                                 guard=args.guard, random_state=args.seed, n_jobs=args.jobs)
+    print(f"klem select: Gaussian mixtures, k = {args.min_components}..{args.max_components}, "
+          f"{', '.join(args.covariance_types)}, by {args.criterion.upper()}; data {data['path']}: "
+          f"{data['n_samples']} samples, {data['n_features']} features ({', '.join(data['columns'])})", file=out)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        try: selector.fit(X)
+        except ValueError as e: raise CommandError(e) from None
+    out.flush()
+    for w in caught: print(f"klem: warning: {w.category.__name__}: {_one_line(w.message)}", file=sys.stderr)
+    best = selector.best_estimator_
+    print(f"\n{selection_table(selector)}\n", file=out)
+    print(f"chosen: k={selector.n_components_}, covariance_type={selector.covariance_type_}, "
+          f"{args.criterion.upper()} {selector.results_[args.criterion][selector.best_index_]:.6f}, "
+          f"log-likelihood {selector.results_['log_likelihood'][selector.best_index_]:.6f}", file=out)
+    print(f"\n{parameter_tables(best, 'gmm', data['columns'])}", file=out)
+    if args.plot is not None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from klem_nb.selection import plot_criterion
+        fig = Figure(figsize=(7, 4.5), layout='constrained')
+        FigureCanvasAgg(fig)
+        plot_criterion(selector, ax=fig.subplots())
+        try: fig.savefig(args.plot, dpi=100)
+        except OSError as e: raise CommandError(f"cannot write the output: {e}") from None
+        print(f"wrote {args.plot}", file=out)
+    return 0
 
 # %% ../nbs/18_cli.ipynb #2d3b5c74
 if __name__ == '__main__' and not hasattr(builtins, '__IPYTHON__'): sys.exit(main())

@@ -19,6 +19,13 @@ from .base import INIT_SAMPLE_SIZE, BaseMixture, StartingResponsibilities, take_
 from .em import DEFAULT_BLOCK_SIZE
 
 # %% ../nbs/12_discrete.ipynb #dce64617
+def _observed(
+    X:np.ndarray, # data, NaN where a value is missing
+)->np.ndarray|None: # float mask of the observed entries, or None when nothing is missing
+    "1.0 where X is observed, 0.0 where it is NaN; None for complete data (the usual case costs one scan)."
+    seen = ~np.isnan(X)
+    return None if seen.all() else seen.astype(np.float64)
+
 def bernoulli_log_prob(
     X:np.ndarray, # binary data, shape (n, d), entries 0 or 1
     means:np.ndarray, # success probabilities μ, shape (k, d), entries in [0, 1]
@@ -26,15 +33,17 @@ def bernoulli_log_prob(
 )->np.ndarray: # log p(x_i | z=j) = Σ_l x log μ + (1-x) log(1-μ), shape (n, k); -inf where impossible
     "Log-probability of each binary row under each product-of-Bernoullis component, with 0 log 0 = 0."
     X, means = np.asarray(X, dtype=np.float64), np.asarray(means, dtype=np.float64)
+    seen = _observed(X)                                        # NaN: missing, out of the row's sum (15_missing)
+    if seen is not None: X = np.where(seen, X, 0.0)
     on = means > 0
     off = means < 1 if complement is None else complement > 0
     with np.errstate(divide='ignore'):
         log_on = np.where(on, np.log(means), 0.0)
         log_off = np.where(off, np.log1p(-means) if complement is None else np.log(complement), 0.0)
     # x a + (1 - x) b = x (a - b) + b: one matrix product, and no (1 - X) copy of the data
-    out = X @ (log_on - log_off).T + log_off.sum(axis=1)
+    out = X @ (log_on - log_off).T + (log_off.sum(axis=1) if seen is None else seen @ log_off.T)
     if on.all() and off.all(): return out                      # no boundary means: nothing is impossible
-    impossible = X @ (off.astype(float) - on).T + (~off).sum(axis=1)   # coordinates of probability 0
+    impossible = X @ (off.astype(float) - on).T + ((~off).sum(axis=1) if seen is None else seen @ (~off).T)
     return np.where(impossible > 0, -np.inf, out)
 
 # %% ../nbs/12_discrete.ipynb #41b89ed9
@@ -42,6 +51,7 @@ def log_factorial_rows(
     X:np.ndarray, # whole-number counts, shape (n, d)
 )->np.ndarray: # Σ_l log x_l! for each row, shape (n,)
     "Row sums of log x! by looking counts up in a table of log m! (by `gammaln` for very large counts)."
+    X = np.where(np.isnan(X), 0.0, X) if np.isnan(X).any() else X   # a missing count drops out: log 0! = 0
     top = int(X.max()) if X.size else 0
     if top > 1_000_000: return gammaln(X + 1).sum(axis=1)
     table = gammaln(np.arange(top + 1, dtype=np.float64) + 1)
@@ -55,10 +65,12 @@ def poisson_log_prob(
 )->np.ndarray: # log p(x_i | z=j) = Σ_l x log λ - λ - log x!, shape (n, k); -inf where impossible
     "Log-probability of each count row under each product-of-Poissons component, with 0 log 0 = 0."
     X, rates = np.asarray(X, dtype=np.float64), np.asarray(rates, dtype=np.float64)
+    seen = _observed(X)                                        # NaN: missing, out of the row's sum (15_missing)
+    if seen is not None: X = np.where(seen, X, 0.0)
     positive = rates > 0
     with np.errstate(divide='ignore'):
         log_rates = np.where(positive, np.log(rates), 0.0)
-    out = X @ log_rates.T - rates.sum(axis=1)
+    out = X @ log_rates.T - (rates.sum(axis=1) if seen is None else seen @ rates.T)
     if factorials: out -= log_factorial_rows(X)[:, None]
     if positive.all(): return out                              # no zero rates: nothing is impossible
     impossible = X @ (~positive).T                             # counts > 0 where the rate is 0
@@ -71,14 +83,21 @@ def mean_stats(
     X:np.ndarray, # data, shape (n, d)
     wresp:np.ndarray, # responsibilities times sample weights, shape (n, k)
     complement:bool=False, # also S⁰_jl = Σ_i w_i r_ij (1 - x_il), for binary data
-)->dict: # nk (k,), sx (k, d), and sx0 (k, d) when asked for
+    observed:bool=False, # also N_jl = Σ_i w_i r_ij [x_il observed], and NaN entries left out of every sum
+)->dict: # nk (k,), sx (k, d), sx0 (k, d) when asked for, nko (k, d) when asked for
     "Sufficient statistics of a mixture whose M-step is a weighted average of the rows; additive over row blocks."
     X, wresp = np.asarray(X, dtype=np.float64), np.asarray(wresp, dtype=np.float64)
-    stats = dict(nk=wresp.sum(axis=0), sx=wresp.T @ X)
+    nk = wresp.sum(axis=0)
+    seen = _observed(X) if observed else None
+    if seen is not None: X = np.where(seen, X, 0.0)
+    stats = dict(nk=nk, sx=wresp.T @ X)
+    if observed: stats['nko'] = np.repeat(nk[:, None], X.shape[1], axis=1) if seen is None else wresp.T @ seen
     if complement:
-        sx0 = stats['nk'][:, None] - stats['sx']
-        short = np.flatnonzero((sx0 < 1e-6 * stats['nk'][:, None]).any(axis=0))   # N - S lost its digits there:
-        if short.size: sx0[:, short] = wresp.T @ (1.0 - X[:, short])                # those columns directly
+        N = stats['nko'] if observed else nk[:, None]
+        sx0 = N - stats['sx']
+        short = np.flatnonzero((sx0 < 1e-6 * N).any(axis=0))                      # N - S lost its digits there:
+        if short.size:                                                              # those columns directly
+            sx0[:, short] = wresp.T @ ((1.0 if seen is None else seen[:, short]) - X[:, short])
         stats['sx0'] = sx0
     return stats
 
@@ -88,7 +107,8 @@ def mean_m_step(
 )->tuple: # (weights π_j = N_j / Σ N, shape (k,); means S_jl / N_j, shape (k, d)), with N_j + 10 eps
     "Closed-form M-step (9.6), with scikit-learn's 10-epsilon guard so an empty component gives no NaN."
     nk = np.asarray(stats['nk'], dtype=np.float64) + _EPS10
-    means = np.asarray(stats['sx'], dtype=np.float64) / nk[:, None]
+    if 'nko' in stats: means = np.asarray(stats['sx'], dtype=np.float64) / (stats['nko'] + _EPS10)   # observed entries only
+    else: means = np.asarray(stats['sx'], dtype=np.float64) / nk[:, None]
     if max_mean is not None: means = np.minimum(means, max_mean)
     return nk / nk.sum(), means
 
@@ -105,7 +125,8 @@ def mean_expected_log_joint(
     if family == 'bernoulli':
         off = 1.0 - means if complement is None else complement
         return float(out + xlogy(sx, means).sum() + xlogy(stats['sx0'], off).sum())
-    return float(out + xlogy(sx, means).sum() - nk @ means.sum(axis=1) + stats.get('row_term', 0.0))
+    rate_sum = (stats['nko'] * means).sum() if 'nko' in stats else nk @ means.sum(axis=1)
+    return float(out + xlogy(sx, means).sum() - rate_sum + stats.get('row_term', 0.0))
 
 # %% ../nbs/12_discrete.ipynb #6501ce2e
 def _first_bad(mask:np.ndarray, first_row:int=0)->str:
@@ -127,7 +148,7 @@ def check_binary(
 )->None:
     "Raise `ValueError` unless every entry of X is 0 or 1."
     _check_non_negative(X, name, 'binary data (every entry 0 or 1)', first_row)
-    bad = (X != 0) & (X != 1)
+    bad = (X != 0) & (X != 1) & ~np.isnan(X)                  # NaN reaches here only under nan_policy='marginalize'
     if bad.any():
         raise ValueError(f"{name} needs binary data (every entry 0 or 1), but X has {X[tuple(np.argwhere(bad)[0])]!r} "
                          f"at {_first_bad(bad, first_row)}; binarise it first, e.g. (X > threshold).astype(float)")
@@ -139,7 +160,7 @@ def check_counts(
 )->None:
     "Raise `ValueError` unless every entry of X is a non-negative integer (whole-number floats are fine)."
     _check_non_negative(X, name, 'counts', first_row)
-    frac = X != np.floor(X)
+    frac = (X != np.floor(X)) & ~np.isnan(X)
     if frac.any():
         raise ValueError(f"{name} needs integer counts, but X has {X[tuple(np.argwhere(frac)[0])]!r} "
                          f"at {_first_bad(frac, first_row)}")
@@ -174,6 +195,7 @@ class _MeanMixture(BaseMixture):
         warm_start:bool=False, # continue from the last fit's parameters (one run, n_init ignored)
         verbose:int=0, # 1 prints initialisations and iterations, 2 adds timings and log-likelihood changes
         verbose_interval:int=10, # iterations between two iteration messages
+        nan_policy:str='raise', # NaN in X: 'raise' a ValueError, or 'marginalize' (missing at random, see 15_missing)
         algorithm:str='batch', # 'batch' EM, or Neal and Hinton's 'incremental' EM over `incremental_blocks` blocks
         incremental_blocks:int=10, # blocks of rows for algorithm='incremental'
         learning_decay:float=0.7, # κ of partial_fit's step (τ0 + t)^-κ, in (0.5, 1]
@@ -182,7 +204,7 @@ class _MeanMixture(BaseMixture):
     ):
         super().__init__(n_components=n_components, tol=tol, max_iter=max_iter, n_init=n_init,
                          init_params=init_params, random_state=random_state, warm_start=warm_start,
-                         verbose=verbose, verbose_interval=verbose_interval)
+                         verbose=verbose, verbose_interval=verbose_interval, nan_policy=nan_policy)
         self.weights_init, self.means_init, self.algorithm, self.incremental_blocks = weights_init, means_init, algorithm, incremental_blocks
         self.learning_decay, self.learning_offset, self.init_sample_size = learning_decay, learning_offset, init_sample_size
 
@@ -266,6 +288,11 @@ class BernoulliMixture(_MeanMixture):
         log-likelihood, and each run's final lower bound.
     verbose_interval : int, default=10
         The number of iterations between two iteration lines.
+    nan_policy : {'raise', 'marginalize'}, default='raise'
+        What a NaN in `X` means. 'raise': it is an error, as in scikit-learn. 'marginalize': the value is missing
+        at random and drops out of its row's likelihood; each mean is then a weighted average over the rows
+        that observe its feature. `score_samples`, `predict` and `predict_proba` accept rows with NaN, and
+        `impute` fills them in. A row with no observed value is an error.
     algorithm : {'batch', 'incremental'}, default='batch'
         'batch' is scikit-learn's EM. 'incremental' is Neal and Hinton's: after one batch iteration, the statistics
         of one block of rows at a time are renewed, each followed by an M-step (numpy and memmap data).
@@ -326,11 +353,13 @@ class BernoulliMixture(_MeanMixture):
 
     def _estimate_log_prob(self, X): return bernoulli_log_prob(X, self.means_, self._complement_of_means())
 
-    def _sufficient_stats(self, X, wresp): return mean_stats(X, wresp, complement=True)
+    def _sufficient_stats(self, X, wresp):
+        return mean_stats(X, wresp, complement=True, observed=self.nan_policy == 'marginalize')
 
     def _m_step(self, stats):
         self.weights_, self.means_ = mean_m_step(stats, max_mean=self._max_mean)
-        self._complement = (self.means_, np.minimum(stats['sx0'] / (stats['nk'] + _EPS10)[:, None], 1.0))
+        N = stats['nko'] if 'nko' in stats else stats['nk'][:, None]
+        self._complement = (self.means_, np.minimum(stats['sx0'] / (N + _EPS10), 1.0))
 
     def _expected_log_joint(self, stats):
         return mean_expected_log_joint(stats, self.weights_, self.means_, 'bernoulli', self._complement_of_means())
@@ -378,6 +407,11 @@ class PoissonMixture(_MeanMixture):
         log-likelihood, and each run's final lower bound.
     verbose_interval : int, default=10
         The number of iterations between two iteration lines.
+    nan_policy : {'raise', 'marginalize'}, default='raise'
+        What a NaN in `X` means. 'raise': it is an error, as in scikit-learn. 'marginalize': the value is missing
+        at random and drops out of its row's likelihood; each mean is then a weighted average over the rows
+        that observe its feature. `score_samples`, `predict` and `predict_proba` accept rows with NaN, and
+        `impute` fills them in. A row with no observed value is an error.
     algorithm : {'batch', 'incremental'}, default='batch'
         'batch' is scikit-learn's EM. 'incremental' is Neal and Hinton's: after one batch iteration, the statistics
         of one block of rows at a time are renewed, each followed by an M-step (numpy and memmap data).
@@ -435,7 +469,7 @@ class PoissonMixture(_MeanMixture):
 
     def _row_term(self, X): return -log_factorial_rows(X)              # once per block, not once per component
 
-    def _sufficient_stats(self, X, wresp): return mean_stats(X, wresp)
+    def _sufficient_stats(self, X, wresp): return mean_stats(X, wresp, observed=self.nan_policy == 'marginalize')
 
     def _m_step(self, stats): self.weights_, self.means_ = mean_m_step(stats)
 

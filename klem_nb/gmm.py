@@ -14,15 +14,13 @@ import numpy as np
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .gaussian import COVARIANCE_TYPES, estimate_gaussian_parameters, estimate_log_gaussian_prob
-from .gaussian import GaussianKernels, Scratch, one_blas_thread, precision_cholesky
-from .base import BaseMixture
+from .gaussian import (COVARIANCE, COVARIANCE_TYPES, GaussianKernels, MissingRows, ObservedRows, Scratch,
+                              observed_e_step, one_blas_thread)
+from .e_step import posterior
+from .base import BaseMixture, check_frozen
 from .em import DEFAULT_BLOCK_SIZE
 
 # %% ../nbs/11_gmm.ipynb #87b2ef6d
-def _precision_shape(covariance_type:str, k:int, d:int)->tuple:
-    return {'full': (k, d, d), 'tied': (d, d), 'diag': (k, d), 'spherical': (k,)}[covariance_type]
-
 def _check_shape(a, shape, name):
     if a.shape != tuple(shape):
         raise ValueError(f"The parameter '{name}' should have the shape of {tuple(shape)}, but got {a.shape}")
@@ -59,15 +57,11 @@ def check_precisions_init(
     n_features:int, # d
 )->np.ndarray: # the precisions as a float array
     "Validate starting precisions: the type's shape, positive or symmetric positive definite."
-    precisions = check_array(precisions, dtype=[np.float64, np.float32], ensure_2d=False,
-                             allow_nd=covariance_type == 'full')
-    _check_shape(precisions, _precision_shape(covariance_type, n_components, n_features), f'{covariance_type} precision')
-    if covariance_type in ('diag', 'spherical'):
-        if (precisions <= 0).any(): raise ValueError(f"'{covariance_type} precision' should be positive")
-    else:
-        for p in precisions.reshape(-1, n_features, n_features):
-            if not (np.allclose(p, p.T) and (np.linalg.eigvalsh(p) > 0).all()):
-                raise ValueError(f"'{covariance_type} precision' should be symmetric, positive-definite")
+    kind = COVARIANCE[covariance_type]
+    shape = kind.shape(n_components, n_features)
+    precisions = check_array(precisions, dtype=[np.float64, np.float32], ensure_2d=False, allow_nd=len(shape) > 2)
+    _check_shape(precisions, shape, f'{covariance_type} precision')
+    kind.check_precisions(precisions, n_features)
     return precisions
 
 # %% ../nbs/11_gmm.ipynb #fa75bd31
@@ -76,20 +70,14 @@ def precisions_cholesky_from_precisions(
     covariance_type:str, # 'full', 'tied', 'diag' or 'spherical'
 )->np.ndarray: # upper-triangular U with U @ U.T == precision (full, tied) or sqrt(precisions); same shape
     "Cholesky factor of each precision matrix, eq. (8.1), in the form `compute_precision_cholesky` returns."
-    precisions = np.asarray(precisions)
-    if covariance_type in ('diag', 'spherical'): return np.sqrt(precisions)
-    def factor(p): return np.linalg.cholesky(p[::-1, ::-1])[::-1, ::-1]
-    if covariance_type == 'tied': return factor(precisions)
-    return np.stack([factor(p) for p in precisions])
+    return COVARIANCE[covariance_type].chol_from_precisions(np.asarray(precisions))
 
 def covariances_from_precisions_cholesky(
     precisions_chol, # precision Cholesky factors of the type's shape
     covariance_type:str, # 'full', 'tied', 'diag' or 'spherical'
 )->np.ndarray: # covariances Σ = (U U^T)^{-1} of the same shape
-    "The covariances that belong to precision Cholesky factors."
-    if covariance_type in ('diag', 'spherical'): return 1.0 / precisions_chol**2
-    u_inv = np.triu(np.linalg.inv(precisions_chol))          # U^{-1}, upper triangular; Σ = U^{-T} U^{-1}
-    return np.swapaxes(u_inv, -1, -2) @ u_inv
+    "The covariances that belong to precision Cholesky factors: Σ = U⁻ᵀU⁻¹ (diag, spherical: 1/U²)."
+    return COVARIANCE[covariance_type].covariances(precisions_chol)
 
 # %% ../nbs/11_gmm.ipynb #0de22521
 class GaussianMixture(BaseMixture):
@@ -145,6 +133,16 @@ class GaussianMixture(BaseMixture):
         log-likelihood, and each run's final lower bound.
     verbose_interval : int, default=10
         The number of iterations between two iteration lines.
+    nan_policy : {'raise', 'marginalize'}, default='raise'
+        What a NaN in `X` means. 'raise': it is an error, as in scikit-learn. 'marginalize': the value is missing
+        at random; the E-step uses each row's observed coordinates (the marginal of the observed block), the
+        M-step the conditional means and covariances of the missing ones, so that EM maximises the
+        observed-data likelihood. `score_samples`, `predict` and `predict_proba` then accept rows with NaN, and
+        `impute` fills them in. A row with no observed value is an error.
+    frozen : tuple of str, default=()
+        Parameters held at their starting values (from `*_init`, or from `init_params`) for the whole fit: any of
+        'weights', 'means', 'covariances'. The others get the maximiser with the frozen ones held; with frozen
+        means, the covariances are taken about those means.
 
     Attributes
     ----------
@@ -203,7 +201,9 @@ class GaussianMixture(BaseMixture):
         "weights_init": ["array-like", None],
         "means_init": ["array-like", None],
         "precisions_init": ["array-like", None],
+        "frozen": [tuple, list, set, frozenset],
     }
+    _frozen_names = ('weights', 'means', 'covariances')
     _parameters = ('weights_', 'means_', 'covariances_', 'precisions_cholesky_')
 
     def __init__(self,
@@ -222,12 +222,15 @@ class GaussianMixture(BaseMixture):
         warm_start:bool=False, # continue from the last fit's parameters (one run, n_init ignored)
         verbose:int=0, # 1 prints initialisations and iterations, 2 adds timings and log-likelihood changes
         verbose_interval:int=10, # iterations between two iteration messages
+        nan_policy:str='raise', # NaN in X: 'raise' a ValueError, or 'marginalize' (missing at random)
+        frozen=(), # parameters held at their starting values: any of 'weights', 'means', 'covariances'
     ):
         super().__init__(n_components=n_components, tol=tol, max_iter=max_iter, n_init=n_init,
                          init_params=init_params, random_state=random_state, warm_start=warm_start,
-                         verbose=verbose, verbose_interval=verbose_interval)
+                         verbose=verbose, verbose_interval=verbose_interval, nan_policy=nan_policy)
         self.covariance_type, self.reg_covar = covariance_type, reg_covar
         self.weights_init, self.means_init, self.precisions_init = weights_init, means_init, precisions_init
+        self.frozen = frozen
 
     def _fit(self, *args, **kwargs):
         "`BaseMixture._fit` (behind `fit` and `fit_predict`) with BLAS held to one thread: the kernels use the cores themselves where it pays."
@@ -236,11 +239,12 @@ class GaussianMixture(BaseMixture):
     def _check_parameters(self, X):
         "Validate the starting values against the data (stored privately; the parameters stay as given)."
         k, d = self.n_components, X.shape[1]
-        self._box = self._column_range(X)   # for the kernels' rounding bound
+        self._box = self._column_range(X)   # for the kernels' rounding bound (NaN-aware)
         self._weights_init = None if self.weights_init is None else check_weights_init(self.weights_init, k)
         self._means_init = None if self.means_init is None else check_means_init(self.means_init, k, d)
         self._precisions_init = (None if self.precisions_init is None else
                                  check_precisions_init(self.precisions_init, self.covariance_type, k, d))
+        self._frozen = check_frozen(self.frozen, self._frozen_names)
 
     def _init_needs_resp(self):
         return self._weights_init is None or self._means_init is None or self._precisions_init is None
@@ -261,7 +265,7 @@ class GaussianMixture(BaseMixture):
         self._frames = np.array(self.means_, dtype=np.float64)    # fixed for the fit: statistics add across iterations
         if self._precisions_init is None:
             self.covariances_ = covariances
-            self.precisions_cholesky_ = precision_cholesky(covariances, self.covariance_type)
+            self.precisions_cholesky_ = COVARIANCE[self.covariance_type].precision_cholesky(covariances)
         else:
             self.precisions_cholesky_ = precisions_cholesky_from_precisions(self._precisions_init, self.covariance_type)
             self.covariances_ = covariances_from_precisions_cholesky(self.precisions_cholesky_, self.covariance_type)
@@ -293,35 +297,42 @@ class GaussianMixture(BaseMixture):
         return self._kernels().expected_log_joint(stats)
 
     def _estimate_weighted_log_prob(self, X):
-        "log π_j + log N(x_i | μ_j, Σ_j), shape (n, k), by the fast kernels of `klem_nb.gaussian`."
+        "log π_j + log N(x_i | μ_j, Σ_j), shape (n, k), by the fast kernels of `klem_nb.gaussian`; rows with NaN: their observed marginals."
+        if self.nan_policy == 'marginalize' and np.isnan(X).any(): return ObservedRows(self._kernels(), X).log_joint
         return self._kernels().log_joint(X)
+
+    def _e_step(self, X, sample_weight=None, stats=True):
+        "Under 'marginalize', the E-step of a block with missing values (q covers them too); None: the engine's own."
+        if self.nan_policy != 'marginalize' or not np.isnan(X).any(): return None
+        return observed_e_step(self._kernels(), X, sample_weight, stats)
+
+    def _conditional_means(self, X):
+        "Σ_j p(j | x_o) (μ_jm + Σ_jmo Σ_joo⁻¹ (x_o - μ_jo)) in the missing coordinates of rows with NaN, shape (n, d)."
+        kern = self._kernels()
+        rows = MissingRows(X, self.covariance_type, kern.weights, kern.means, kern.precisions_chol)
+        return rows.imputed(posterior(rows.log_joint)[0])
 
     def _sufficient_stats(self, X, wresp):
         return self._kernels().stats(X, wresp)
 
     def _m_step(self, stats):
-        kern = self._kernels()
-        nk, means, covariances = kern.parameters(stats, self.reg_covar)
-        precisions_cholesky = precision_cholesky(covariances, self.covariance_type)
-        self.weights_, self.means_, self.covariances_ = nk / nk.sum(), means, covariances
-        self.precisions_cholesky_ = precisions_cholesky
+        "The M-step from the statistics; frozen parameters are kept (the very arrays) and the rest maximised given them."
+        kern, frozen = self._kernels(), self._frozen
+        nk, means, covariances = kern.parameters(stats, self.reg_covar, means=self.means_ if 'means' in frozen else None)
+        if 'covariances' in frozen: covariances, U = self.covariances_, self.precisions_cholesky_
+        else: U = kern.kind.precision_cholesky(covariances)
+        self.weights_ = self.weights_ if 'weights' in frozen else nk / nk.sum()
+        self.means_, self.covariances_, self.precisions_cholesky_ = means, covariances, U
         self._build_kernels(kern.scratch)
 
     def _set_parameters(self, params):
         self._fit_kernels = None                 # the fit is over: drop the kernels and their scratch space
         super()._set_parameters(params)
-        U = self.precisions_cholesky_
-        if self.covariance_type in ('full', 'tied'): self.precisions_ = U @ np.swapaxes(U, -1, -2)
-        else: self.precisions_ = U**2
+        self.precisions_ = COVARIANCE[self.covariance_type].precisions(self.precisions_cholesky_)
 
     def _n_parameters(self):
         k, d = self.means_.shape
-        cov_params = {'full': k * d * (d + 1) / 2, 'diag': k * d, 'tied': d * (d + 1) / 2,
-                      'spherical': k}[self.covariance_type]
-        return int(cov_params + k * d + k - 1)
+        return int(COVARIANCE[self.covariance_type].n_parameters(k, d) + k * d + k - 1)
 
     def _sample_component(self, j, n, rng):
-        mean = self.means_[j]
-        if self.covariance_type == 'full': return rng.multivariate_normal(mean, self.covariances_[j], n)
-        if self.covariance_type == 'tied': return rng.multivariate_normal(mean, self.covariances_, n)
-        return mean + rng.standard_normal(size=(n, len(mean))) * np.sqrt(self.covariances_[j])
+        return COVARIANCE[self.covariance_type].sample(rng, self.means_[j], self.covariances_, j, n)

@@ -54,14 +54,22 @@ def test_clone_keeps_params_and_drops_fit():
     np.testing.assert_allclose(cl.fit(X_OF).means_, gm.means_, rtol=1e-12)
 
 
+# klem_nb's own constructor parameters, after scikit-learn's, each defaulting to scikit-learn's behaviour (issue 12)
+EXTRA = {'nan_policy': 'raise', 'frozen': ()}
+
+
 def test_constructor_is_sklearns():
     import inspect
     import sklearn.mixture
     ours = inspect.signature(GaussianMixture.__init__)
     theirs = inspect.signature(sklearn.mixture.GaussianMixture.__init__)
-    assert [(p.name, p.kind, p.default) for p in ours.parameters.values()] == \
-           [(p.name, p.kind, p.default) for p in theirs.parameters.values()]
-    assert GaussianMixture().get_params() == sklearn.mixture.GaussianMixture().get_params()
+    ours = [(p.name, p.kind, p.default) for p in ours.parameters.values()]
+    theirs = [(p.name, p.kind, p.default) for p in theirs.parameters.values()]
+    assert ours[:len(theirs)] == theirs                      # scikit-learn's parameters, in its order, then ours
+    extra = {name: default for name, _, default in ours[len(theirs):]}
+    assert extra == EXTRA                                # each defaults to scikit-learn's behaviour
+    params = GaussianMixture().get_params()
+    assert {k: v for k, v in params.items() if k not in EXTRA} == sklearn.mixture.GaussianMixture().get_params()
 
 
 def test_pipeline_with_scaler():

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 HEAVY = ['sklearn', 'scipy', 'matplotlib', 'nbdev', 'fastcore', 'IPython']
-NAMES = ['GaussianMixture', 'BernoulliMixture', 'PoissonMixture', 'em', 'Ledger']
+NAMES = ['GaussianMixture', 'BernoulliMixture', 'PoissonMixture', 'em', 'Ledger', 'GaussianMixtureIC']
 
 
 def python(code):
@@ -27,7 +27,9 @@ def test_public_names_and_their_modules():
     from klem_nb.discrete import BernoulliMixture as B, PoissonMixture as P
     from klem_nb.em import Ledger as L, em as engine
     from klem_nb.gmm import GaussianMixture as G
-    assert (GaussianMixture, BernoulliMixture, PoissonMixture, em, Ledger) == (G, B, P, engine, L)
+    from klem_nb import GaussianMixtureIC
+    from klem_nb.selection import GaussianMixtureIC as S
+    assert (GaussianMixture, BernoulliMixture, PoissonMixture, em, Ledger, GaussianMixtureIC) == (G, B, P, engine, L, S)
     assert sorted(klem_nb.__all__) == sorted(NAMES) and set(NAMES) <= set(dir(klem_nb))
     assert callable(em) and klem_nb.em is engine   # the function, although klem_nb.em is also a submodule
     assert sys.modules['klem_nb.em'].em is engine

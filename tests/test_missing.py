@@ -1,0 +1,286 @@
+"""nan_policy='marginalize' (nbs/15_missing.ipynb): parity without NaN, closed forms, the strict-mode ledger with
+NaN for every family and covariance type, imputation, bad input, and mutations that the checks must catch."""
+import warnings
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+import klem_nb.gaussian as gaussian
+from klem_nb.base import MixtureEMModel
+from klem_nb.discrete import BernoulliMixture, PoissonMixture
+from klem_nb.em import FreeEnergyIncreaseError, em
+from klem_nb.gmm import GaussianMixture
+
+TYPES = ('full', 'tied', 'diag', 'spherical')
+
+
+def holes(X, rate, seed):
+    "X with a fraction `rate` of its entries set to NaN at random (MCAR), no row left empty."
+    rng = np.random.default_rng(seed)
+    X = np.array(X, dtype=float)
+    gone = rng.random(X.shape) < rate
+    gone[gone.all(axis=1), rng.integers(0, X.shape[1])] = False
+    X[gone] = np.nan
+    return X
+
+
+def gauss_data(seed=0, n=300):
+    rng = np.random.default_rng(seed)
+    A = np.array([[1.0, 0.5, 0.2], [0.0, 1.0, -0.4], [0.0, 0.0, 0.7]])
+    return np.vstack([rng.normal(size=(n // 2, 3)) @ A, rng.normal(size=(n - n // 2, 3)) * 0.8 + [3.0, 2.0, -1.0]])
+
+
+def bern_data(seed=0, n=300):
+    rng = np.random.default_rng(seed)
+    p = np.where(np.arange(n)[:, None] < n // 2, [0.8, 0.7, 0.2, 0.9, 0.1], [0.2, 0.3, 0.7, 0.4, 0.6])
+    return (rng.random((n, 5)) < p).astype(float)
+
+
+def pois_data(seed=0, n=300):
+    rng = np.random.default_rng(seed)
+    lam = np.where(np.arange(n)[:, None] < n // 2, [1.0, 4.0, 0.5, 2.0], [5.0, 1.0, 3.0, 6.0])
+    return rng.poisson(lam).astype(float)
+
+
+def estimators():
+    yield from ((f'gaussian-{t}', GaussianMixture(2, covariance_type=t, reg_covar=0.0), gauss_data) for t in TYPES)
+    yield 'bernoulli', BernoulliMixture(2), bern_data
+    yield 'poisson', PoissonMixture(2), pois_data
+
+CASES = list(estimators())
+
+
+def started(est, X):
+    "est after a max_iter=0 fit under 'marginalize': the starting θ, ready for the engine."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return est.set_params(max_iter=0, nan_policy='marginalize', random_state=0).fit(X)
+
+
+# ---- parity without NaN ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('name, est, data', CASES, ids=[c[0] for c in CASES])
+def test_no_nan_same_fit_as_raise(name, est, data):
+    X = data()
+    a = est.set_params(random_state=0, nan_policy='raise').fit(X)
+    pa = {k: np.copy(getattr(a, k)) for k in a._parameters}
+    bounds = a.lower_bounds_.copy()
+    b = est.set_params(nan_policy='marginalize').fit(X)
+    for key, value in pa.items(): np.testing.assert_array_equal(getattr(b, key), value)
+    np.testing.assert_array_equal(b.lower_bounds_, bounds)
+    np.testing.assert_array_equal(b.score_samples(X), a.set_params(nan_policy='raise').score_samples(X))
+
+
+# ---- closed forms ------------------------------------------------------------------------------------------------
+def anderson(X):
+    "Anderson (1957): MLE of a bivariate Gaussian whose second column is partly missing."
+    c = ~np.isnan(X[:, 1])
+    mu1, s11_all = X[:, 0].mean(), X[:, 0].var()
+    a1, a2 = X[c, 0], X[c, 1]
+    s11, s12, s22 = a1.var(), np.mean((a1 - a1.mean()) * (a2 - a2.mean())), a2.var()
+    b = s12 / s11
+    mean = np.array([mu1, a2.mean() - b * a1.mean() + b * mu1])
+    cov = np.array([[s11_all, b * s11_all], [b * s11_all, s22 - b * b * s11 + b * b * s11_all]])
+    return mean, cov
+
+
+def anderson_data(seed):
+    rng = np.random.default_rng(seed)
+    X = rng.multivariate_normal([1.0, -2.0], [[2.0, 1.2], [1.2, 1.5]], size=200)
+    X[rng.random(200) < np.where(X[:, 0] > 1.0, 0.6, 0.1), 1] = np.nan       # missing at random (depends on x1)
+    return X
+
+
+def fit_k1(X):
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')           # tol=0: all iterations run, a ConvergenceWarning says so
+        return GaussianMixture(1, nan_policy='marginalize', reg_covar=0.0, tol=0.0, max_iter=300).fit(X)
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_anderson_closed_form(seed):
+    X = anderson_data(seed)
+    mean, cov = anderson(X)
+    fit = fit_k1(X)
+    np.testing.assert_allclose(fit.means_[0], mean, rtol=1e-8)
+    np.testing.assert_allclose(fit.covariances_[0], cov, rtol=1e-8)
+
+
+@pytest.mark.parametrize('cls, data', [(BernoulliMixture, bern_data), (PoissonMixture, pois_data)])
+def test_mean_family_one_component_is_observed_column_mean(cls, data):
+    X = holes(data(), 0.3, 1)
+    fit = cls(1, nan_policy='marginalize').fit(X)
+    np.testing.assert_allclose(fit.means_[0], np.nanmean(X, axis=0), rtol=1e-12)
+
+
+# ---- the ledger ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('name, est, data', CASES, ids=[c[0] for c in CASES])
+def test_strict_ledger_with_nan(name, est, data):
+    X = holes(data(), 0.25, 2)
+    res = em(MixtureEMModel(started(est, X)), X, tol=0.0, max_iter=40, strict=True, block_size=97)
+    led = res.ledger
+    np.testing.assert_allclose(led.kl_gap[led.step == 'E'], 0, atol=1e-12)
+    assert (np.diff(led.free_energy) <= 1e-10 * np.abs(led.free_energy[1:])).all()
+    assert led.free_energy[-1] < led.free_energy[0] - 1e-3          # it moved
+    # the lower bound is the observed-data log-likelihood: the same number as score()
+    np.testing.assert_allclose(res.log_likelihood, est.score(X), rtol=1e-12)
+
+
+@pytest.mark.parametrize('t', TYPES)
+def test_expected_log_joint_from_stats_matches_e_step(t):
+    X = holes(gauss_data(), 0.3, 3)
+    est = started(GaussianMixture(2, covariance_type=t), X)
+    e = MixtureEMModel(est).e_step(X)
+    np.testing.assert_allclose(est._expected_log_joint(e.stats), e.expected_log_joint, rtol=1e-12)
+    np.testing.assert_allclose(e.expected_log_joint - e.neg_entropy, e.log_likelihood, rtol=1e-12)
+
+
+# ---- prediction and imputation -------------------------------------------------------------------------------------
+def test_score_samples_are_observed_marginals():
+    X = holes(gauss_data(), 0.3, 4)
+    gm = GaussianMixture(2, nan_policy='marginalize', random_state=0).fit(X)
+    ref = np.empty(len(X))
+    for i, x in enumerate(X):
+        o = ~np.isnan(x)
+        ref[i] = logsumexp([np.log(w) + multivariate_normal(m[o], S[np.ix_(o, o)]).logpdf(x[o])
+                            for w, m, S in zip(gm.weights_, gm.means_, gm.covariances_)])
+    np.testing.assert_allclose(gm.score_samples(X), ref, rtol=1e-10)
+    proba = gm.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-12)
+    np.testing.assert_array_equal(gm.predict(X), proba.argmax(axis=1))
+
+
+@pytest.mark.parametrize('name, est, data', CASES, ids=[c[0] for c in CASES])
+def test_impute_keeps_observed_and_fills_every_hole(name, est, data):
+    X = holes(data(), 0.2, 5)
+    fit = est.set_params(nan_policy='marginalize', random_state=0, max_iter=100).fit(X)
+    out = fit.impute(X)
+    seen = ~np.isnan(X)
+    np.testing.assert_array_equal(out[seen], X[seen])
+    assert np.isfinite(out).all()
+    # Σ_j p(j | x_o) E[x_m | x_o, j], rebuilt from predict_proba
+    proba = fit.predict_proba(X)
+    if isinstance(fit, GaussianMixture):
+        cov = gaussian.full_covariances(fit.covariances_, fit.covariance_type, 2, X.shape[1])
+        for i in np.flatnonzero(~seen.all(axis=1))[:20]:
+            o, m = seen[i], ~seen[i]
+            cond = [mu[m] + S[np.ix_(m, o)] @ np.linalg.solve(S[np.ix_(o, o)], X[i, o] - mu[o]) for mu, S in zip(fit.means_, cov)]
+            np.testing.assert_allclose(out[i, m], proba[i] @ np.array(cond), rtol=1e-10)
+    else:
+        np.testing.assert_allclose(out[~seen], (proba @ fit.means_)[~seen], rtol=1e-12)
+
+
+def test_impute_beats_column_means_on_correlated_data():
+    X = gauss_data(n=600)
+    Xh = holes(X, 0.25, 6)
+    gm = GaussianMixture(2, nan_policy='marginalize', random_state=0).fit(Xh)
+    gone = np.isnan(Xh)
+    err_gm = np.sqrt(np.mean((gm.impute(Xh) - X)[gone] ** 2))
+    err_mean = np.sqrt(np.mean((np.where(gone, np.nanmean(Xh, axis=0), Xh) - X)[gone] ** 2))
+    assert err_gm < 0.7 * err_mean
+
+
+# ---- bad input -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('cls', [GaussianMixture, BernoulliMixture, PoissonMixture])
+@pytest.mark.parametrize('bad', ['drop', 'MARGINALIZE', None, 1])
+def test_bad_nan_policy(cls, bad):
+    with pytest.raises(ValueError, match='nan_policy'):
+        cls(nan_policy=bad).fit(np.ones((4, 2)) * [0.0, 1.0] + np.eye(4)[:, :2])
+
+
+@pytest.mark.parametrize('name, est, data', CASES, ids=[c[0] for c in CASES])
+def test_row_without_observed_value(name, est, data):
+    X = holes(data(), 0.2, 7)
+    X[11] = np.nan
+    with pytest.raises(ValueError, match='row 11'):
+        est.set_params(nan_policy='marginalize').fit(X)
+    X[11] = data()[11]
+    fit = est.set_params(nan_policy='marginalize', random_state=0).fit(X)
+    before = {k: np.copy(getattr(fit, k)) for k in fit._parameters}
+    empty = X.copy(); empty[3] = np.nan
+    for method in (fit.score_samples, fit.predict, fit.predict_proba, fit.impute, fit.fit):
+        with pytest.raises(ValueError, match='row 3'): method(empty)
+    for key, value in before.items(): np.testing.assert_array_equal(getattr(fit, key), value)   # failed fit: unchanged
+
+
+@pytest.mark.parametrize('name, est, data', CASES, ids=[c[0] for c in CASES])
+def test_raise_policy_still_refuses_nan_and_inf_always(name, est, data):
+    X = holes(data(), 0.2, 8)
+    with pytest.raises(ValueError, match='NaN'): est.set_params(nan_policy='raise').fit(X)
+    X[0, 0] = np.inf
+    with pytest.raises(ValueError, match='infinity'): est.set_params(nan_policy='marginalize').fit(X)
+
+
+# ---- mutations: break one ingredient, a check above must fail ------------------------------------------------------
+def test_mutation_without_conditional_covariance_misses_closed_form(monkeypatch):
+    original = gaussian.MissingRows.stats
+    def no_cov(self, wresp, frames):
+        self.cond_cov = [0 * C for C in self.cond_cov]
+        return original(self, wresp, frames)
+    monkeypatch.setattr(gaussian.MissingRows, 'stats', no_cov)
+    X = anderson_data(0)
+    mean, cov = anderson(X)
+    fit = fit_k1(X)
+    assert abs(fit.covariances_[0, 1, 1] - cov[1, 1]) > 1e-2
+
+
+def test_mutation_without_conditional_entropy_breaks_strict_ledger(monkeypatch):
+    monkeypatch.setattr(gaussian.MissingRows, 'neg_entropy', lambda self, resp: np.zeros(len(resp)))
+    X = holes(gauss_data(), 0.25, 2)
+    with pytest.raises(FreeEnergyIncreaseError):
+        em(MixtureEMModel(started(GaussianMixture(2, reg_covar=0.0), X)), X, tol=0.0, max_iter=40, strict=True)
+
+
+def test_mutation_counting_missing_entries_in_mean_family_misses_closed_form(monkeypatch):
+    import klem_nb.discrete as discrete
+    original = discrete.mean_stats
+    def all_counted(X, wresp, complement=False, observed=False):
+        s = original(X, wresp, complement, observed)
+        s.pop('nko', None)
+        return s
+    monkeypatch.setattr(discrete, 'mean_stats', all_counted)
+    X = holes(pois_data(), 0.3, 1)
+    fit = PoissonMixture(1, nan_policy='marginalize').fit(X)
+    assert not np.allclose(fit.means_[0], np.nanmean(X, axis=0), rtol=1e-3)
+
+
+# ---- scikit-learn's own checks with NaN allowed ---------------------------------------------------------------------
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+# Gaussian only: scikit-learn's checks feed real-valued data, which Bernoulli/Poisson refuse by design (their checks
+# run behind a KBinsDiscretizer in tests/test_mixtures.py). With allow_nan set, the checks also fit data with NaN.
+MARGINALIZE = [GaussianMixture(covariance_type=t, nan_policy='marginalize') for t in TYPES] + \
+              [GaussianMixture(n_components=2, covariance_type='diag', nan_policy='marginalize', max_iter=20)]
+
+
+def expected_failed(estimator):
+    "As in tests/test_estimator_checks.py: with several components, random starts draw per row."
+    if estimator.n_components > 1:
+        return {'check_sample_weight_equivalence_on_dense_data': 'random starts draw per row (as for KMeans)'}
+    return {}
+
+
+@parametrize_with_checks(MARGINALIZE, expected_failed_checks=expected_failed)
+def test_sklearn_checks_under_marginalize(estimator, check):
+    check(estimator)
+
+
+def test_tied_expanded_path_equals_full_path_far_from_origin():
+    "The tied rows' expanded squares against the per-component path of 'full' with k copies of the same precision."
+    rng = np.random.default_rng(1)
+    k, d, n = 4, 6, 500
+    A = rng.normal(size=(d, d))
+    cov = A @ A.T / d + 0.3 * np.eye(d)
+    mu, w = rng.normal(size=(k, d)) * 3 + 50, rng.dirichlet(np.ones(k))
+    X = holes(rng.normal(size=(n, d)) * 2 + 50, 0.3, 9)
+    X = X[np.isnan(X).any(axis=1)]
+    tied = gaussian.MissingRows(X, 'tied', w, mu, gaussian.precision_cholesky(cov, 'tied'))
+    full = gaussian.MissingRows(X, 'full', w, mu, gaussian.precision_cholesky(np.repeat(cov[None], k, 0), 'full'))
+    np.testing.assert_allclose(tied.log_joint, full.log_joint, rtol=1e-13)
+    np.testing.assert_allclose(tied.log_det_A, full.log_det_A, rtol=1e-13, atol=1e-13)
+    resp = np.exp(full.log_joint - logsumexp(full.log_joint, axis=1, keepdims=True))
+    np.testing.assert_allclose(tied.imputed(resp), full.imputed(resp), rtol=1e-13)
+    a, b = tied.stats(resp, mu + 0.1), full.stats(resp, mu + 0.1)
+    np.testing.assert_allclose(a['sum_x'], b['sum_x'], rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(a['sum_xx'], b['sum_xx'].sum(axis=0), rtol=1e-12)
