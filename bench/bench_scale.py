@@ -55,6 +55,7 @@ def fit_seconds(make, X, iters, repeat):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--quick', action='store_true', help='one small shape (1e5 x 8 x 8): a smoke run')
+    p.add_argument('--shape', action='append', default=None, metavar='N,D,K', help='a shape to run instead of the defaults')
     p.add_argument('--iters', type=int, default=5)
     p.add_argument('--repeat', type=int, default=2)
     p.add_argument('--chunk', type=int, default=250_000, help='rows per Dask chunk')
@@ -64,6 +65,7 @@ def main():
     from distributed import Client, LocalCluster
     from klem_nb.gmm import GaussianMixture
     shapes = [(100_000, 8, 8)] if args.quick else SHAPES
+    if args.shape: shapes = [tuple(int(float(v)) for v in s.split(',')) for s in args.shape]
     print(f"cores: {os.cpu_count()}; load average {os.getloadavg()}; {args.iters} iterations, best of {args.repeat}")
     head = f"{'n x d x k':>18} {'way':>22} {'s/iter':>9} {'x in-mem':>9} {'peak MB':>9} {'lb rel diff':>12}"
     print(head)

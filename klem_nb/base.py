@@ -462,7 +462,7 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
     def _column_range(self, X)->tuple|None:
         "(column minima, column maxima) of X as float64, from `fit`'s validation pass when it made one; None in `partial_fit`."
         seen = getattr(self, '_seen_range', None)
-        if seen is not None and seen[0] is X: return seen[1]
+        if seen is not None and seen[0] == id(X): return seen[1]
         if out_of_core(X):
             s = reduce_blocks(lambda a, Xb, wb: _RowSummary(0, 0.0, Xb.min(0), Xb.max(0)), X)
             return s.lo.astype(np.float64), s.hi.astype(np.float64)
@@ -574,7 +574,7 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
             self.n_features_in_ = X.shape[1]
             if hasattr(self, 'feature_names_in_'): del self.feature_names_in_
             X_fit, n_fit = X, summary.n_positive
-            self._seen_range = (X, (summary.lo, summary.hi))
+            self._seen_range = (id(X), (summary.lo, summary.hi))   # not X: the estimator travels to Dask workers
             if algorithm == 'incremental' and is_dask_array(X):
                 raise ValueError("algorithm='incremental' works on numpy arrays and memmaps, not on Dask arrays")
         else:
@@ -786,13 +786,13 @@ def partial_fit(self,
         if len(X) < self.n_components:
             raise ValueError(f"The first batch of partial_fit starts the components: it needs at least n_components = "
                              f"{self.n_components} rows of positive weight, got {len(X)}")
-        self._seen_range = (X, None)           # no data box: later batches may lie anywhere
+        self._seen_range = (id(X), None)           # no data box: later batches may lie anywhere
         try:
             self._check_parameters(X)
             self._initialize_parameters(X, check_random_state(self.random_state), sample_weight)
         finally: self._seen_range = None
     elif warm:                                 # keep θ; only drop the fit's data box
-        self._seen_range = (X, None)
+        self._seen_range = (id(X), None)
         try: self._check_parameters(X)
         finally: self._seen_range = None
     if first:

@@ -218,7 +218,7 @@ def peak_fraction(n, chunk):
 
 
 def test_lazy_dask_array_fits_in_a_fraction_of_its_size():
-    assert peak_fraction(1_000_000, 50_000) < 0.25
+    assert peak_fraction(1_000_000, 25_000) < 0.25
 
 
 def test_lazy_2e6_by_8_dask_array_fits_in_a_quarter_of_its_size():
