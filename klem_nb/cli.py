@@ -301,8 +301,22 @@ def check_data(
 
 _GUESSED_NO_HEADER = "first row is all numbers: read as data (use --header to treat it as column names)"
 
+def _rows_on_disk(path)->tuple:
+    "A .npy file, memory-mapped, or a directory of CSV chunks as a Dask array (needs dask.dataframe); and column names."
+    if os.path.isdir(path):
+        try: import dask.dataframe as dd
+        except ImportError:
+            raise CommandError(f"{path} is a directory: reading its CSV chunks needs dask.dataframe "
+                               "(pip install 'dask[dataframe]'), or save the data as one .npy file") from None
+        df = dd.read_csv(os.path.join(os.fspath(path), '*.csv'))
+        return df.to_dask_array(lengths=True).astype(np.float64), [str(c) for c in df.columns]
+    try: X = np.load(path, mmap_mode='r')
+    except (OSError, ValueError) as e: raise CommandError(f"cannot read {path}: {_one_line(e)}") from None
+    if X.ndim != 2: raise CommandError(f"{path} must hold a 2-D array (one row per sample), got shape {X.shape}")
+    return X, [f"x{j}" for j in range(X.shape[1])]
+
 def load_data(
-    path:str|None, # a CSV file, or None for the bundled data of `model`
+    path:str|None, # a CSV file, a .npy file (memory-mapped), a directory of CSV chunks, or None for the bundled data
     model:str, # a name in `MODELS`
     header:bool|None=None, # is the file's first row column names? None: guess (yes unless it is all numbers)
     note=None, # called with one sentence when the guess reads the first row as data; None says nothing
@@ -314,6 +328,10 @@ def load_data(
             raise CommandError(f"--{'' if header else 'no-'}header applies to a DATA.csv file, not to bundled data")
         if spec.bundled is None: raise CommandError(spec.no_data)
         X, weights, name, columns = spec.bundled()
+    elif os.fspath(path).endswith('.npy') or os.path.isdir(path):    # read block by block while fitting
+        if header is not None: raise CommandError(f"--{'' if header else 'no-'}header applies to a CSV file, not to {path}")
+        X, columns = _rows_on_disk(path)
+        return X, None, dict(path=os.fspath(path), n_samples=int(X.shape[0]), n_features=int(X.shape[1]), columns=columns)
     else:
         from klem_nb.datasets import _read_csv
         try: X, columns, named = _read_csv(path, header=header)

@@ -10,7 +10,12 @@ __all__ = ['bernoulli_log_prob', 'log_factorial_rows', 'poisson_log_prob', 'mean
 import numpy as np
 from scipy.special import gammaln, xlogy
 
-from .base import BaseMixture, StartingResponsibilities
+from numbers import Integral, Real
+
+from sklearn.utils import check_array
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from .base import INIT_SAMPLE_SIZE, BaseMixture, StartingResponsibilities, take_rows
 from .em import DEFAULT_BLOCK_SIZE
 
 # %% ../nbs/12_discrete.ipynb #dce64617
@@ -124,39 +129,41 @@ def mean_expected_log_joint(
     return float(out + xlogy(sx, means).sum() - rate_sum + stats.get('row_term', 0.0))
 
 # %% ../nbs/12_discrete.ipynb #6501ce2e
-def _first_bad(mask:np.ndarray)->str:
-    "Where the first True of a 2-D mask is, for an error message."
+def _first_bad(mask:np.ndarray, first_row:int=0)->str:
+    "Where the first True of a 2-D mask is, for an error message (rows counted from `first_row`)."
     i, j = np.argwhere(mask)[0]
-    return f"row {i}, column {j}"
+    return f"row {first_row + i}, column {j}"
 
-def _check_non_negative(X, name, what):
+def _check_non_negative(X, name, what, first_row=0):
     "scikit-learn's wording for negative input, plus where the first negative entry is."
     neg = X < 0
     if neg.any():
         raise ValueError(f"Negative values in data passed to {name}: it needs {what}, which are never negative, "
-                         f"but X has {X[tuple(np.argwhere(neg)[0])]!r} at {_first_bad(neg)}")
+                         f"but X has {X[tuple(np.argwhere(neg)[0])]!r} at {_first_bad(neg, first_row)}")
 
 def check_binary(
     X:np.ndarray, # data, shape (n, d), already validated as finite and 2-D
     name:str='BernoulliMixture', # who is asking, for the message
+    first_row:int=0, # the index of X's first row in the whole data (blocks of out-of-core data)
 )->None:
     "Raise `ValueError` unless every entry of X is 0 or 1."
-    _check_non_negative(X, name, 'binary data (every entry 0 or 1)')
+    _check_non_negative(X, name, 'binary data (every entry 0 or 1)', first_row)
     bad = (X != 0) & (X != 1) & ~np.isnan(X)                  # NaN reaches here only under nan_policy='marginalize'
     if bad.any():
         raise ValueError(f"{name} needs binary data (every entry 0 or 1), but X has {X[tuple(np.argwhere(bad)[0])]!r} "
-                         f"at {_first_bad(bad)}; binarise it first, e.g. (X > threshold).astype(float)")
+                         f"at {_first_bad(bad, first_row)}; binarise it first, e.g. (X > threshold).astype(float)")
 
 def check_counts(
     X:np.ndarray, # data, shape (n, d), already validated as finite and 2-D
     name:str='PoissonMixture', # who is asking, for the message
+    first_row:int=0, # the index of X's first row in the whole data (blocks of out-of-core data)
 )->None:
     "Raise `ValueError` unless every entry of X is a non-negative integer (whole-number floats are fine)."
-    _check_non_negative(X, name, 'counts')
+    _check_non_negative(X, name, 'counts', first_row)
     frac = (X != np.floor(X)) & ~np.isnan(X)
     if frac.any():
         raise ValueError(f"{name} needs integer counts, but X has {X[tuple(np.argwhere(frac)[0])]!r} "
-                         f"at {_first_bad(frac)}")
+                         f"at {_first_bad(frac, first_row)}")
 
 # %% ../nbs/12_discrete.ipynb #5e73a0bc
 class _MeanMixture(BaseMixture):
@@ -164,7 +171,62 @@ class _MeanMixture(BaseMixture):
     _parameters = ('weights_', 'means_')
     _max_mean = None                      # clip for the means (1 for probabilities)
 
-    # the constructor is BaseMixture's: the same parameters, nothing of its own to add
+    _parameter_constraints: dict = {
+        **BaseMixture._parameter_constraints,
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "algorithm": [StrOptions({'batch', 'incremental'})],
+        "learning_decay": [Interval(Real, 0.5, 1.0, closed="right")],
+        "learning_offset": [Interval(Real, 0.0, None, closed="left")],
+        "init_sample_size": [Interval(Integral, 1, None, closed="left")],
+        "incremental_blocks": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self,
+        n_components:int=1, # number of mixture components k
+        *,
+        tol:float=1e-3, # stop when the mean log-likelihood changes by less than this between iterations
+        max_iter:int=100, # most EM iterations per initialisation; 0 keeps the initial parameters
+        n_init:int=1, # number of initialisations; the run with the best final lower bound is kept
+        init_params:str='kmeans', # starting responsibilities: 'kmeans', 'k-means++', 'random' or 'random_from_data'
+        weights_init=None, # starting weights, shape (k,); None: from `init_params`
+        means_init=None, # starting means, shape (k, d); None: from `init_params`
+        random_state=None, # seed or RandomState for initialisation and `sample`
+        warm_start:bool=False, # continue from the last fit's parameters (one run, n_init ignored)
+        verbose:int=0, # 1 prints initialisations and iterations, 2 adds timings and log-likelihood changes
+        verbose_interval:int=10, # iterations between two iteration messages
+        nan_policy:str='raise', # NaN in X: 'raise' a ValueError, or 'marginalize' (missing at random, see 15_missing)
+        algorithm:str='batch', # 'batch' EM, or Neal and Hinton's 'incremental' EM over `incremental_blocks` blocks
+        incremental_blocks:int=10, # blocks of rows for algorithm='incremental'
+        learning_decay:float=0.7, # κ of partial_fit's step (τ0 + t)^-κ, in (0.5, 1]
+        learning_offset:float=0.0, # τ0 >= 0 of partial_fit's step
+        init_sample_size:int=INIT_SAMPLE_SIZE, # out-of-core fits: rows k-means starts from
+    ):
+        super().__init__(n_components=n_components, tol=tol, max_iter=max_iter, n_init=n_init,
+                         init_params=init_params, random_state=random_state, warm_start=warm_start,
+                         verbose=verbose, verbose_interval=verbose_interval, nan_policy=nan_policy)
+        self.weights_init, self.means_init, self.algorithm, self.incremental_blocks = weights_init, means_init, algorithm, incremental_blocks
+        self.learning_decay, self.learning_offset, self.init_sample_size = learning_decay, learning_offset, init_sample_size
+
+    def _check_parameters(self, X):
+        "Validate `weights_init` and `means_init` (scikit-learn's meaning) against the data; kept privately."
+        k, d = self.n_components, X.shape[1]
+        self._weights_init = self._means_init = None
+        if self.weights_init is not None:
+            w = check_array(self.weights_init, dtype=np.float64, ensure_2d=False)
+            if w.shape != (k,): raise ValueError(f"The parameter 'weights_init' should have the shape of {(k,)}, but got {w.shape}")
+            if (w < 0).any() or (w > 1).any() or abs(w.sum() - 1) > 1e-8:
+                raise ValueError(f"The parameter 'weights_init' should be in [0, 1] and sum to 1, got {w}")
+            self._weights_init = w
+        if self.means_init is not None:
+            m = check_array(self.means_init, dtype=np.float64)
+            if m.shape != (k, d): raise ValueError(f"The parameter 'means_init' should have the shape of {(k, d)}, but got {m.shape}")
+            if (m < 0).any() or (self._max_mean is not None and (m > self._max_mean).any()):
+                hi = '' if self._max_mean is None else f" and at most {self._max_mean:g}"
+                raise ValueError(f"The parameter 'means_init' should be at least 0{hi}")
+            self._means_init = m
+
+    def _init_needs_resp(self): return self._weights_init is None or self._means_init is None
 
     def __sklearn_tags__(self):
         "scikit-learn's tags: like any mixture, plus `positive_only` (negative data are refused)."
@@ -173,18 +235,14 @@ class _MeanMixture(BaseMixture):
         return tags
 
     def _initialize(self, X, resp, sample_weight):
-        "M-step from q_0; one-row seeds ('k-means++', 'random_from_data') first claim their nearest rows."
-        if self.init_params in ('k-means++', 'random_from_data'):
-            seeds = resp.seeds                                                # the row each component starts from
-            C = np.asarray(X[seeds], dtype=np.float64)
-            labels = np.empty(len(X), dtype=np.intp)
-            for a in range(0, len(X), DEFAULT_BLOCK_SIZE):                    # nearest seed, block by block
-                sq = (C**2).sum(1) - 2 * np.asarray(X[a:a + DEFAULT_BLOCK_SIZE], dtype=np.float64) @ C.T
-                labels[a:a + DEFAULT_BLOCK_SIZE] = sq.argmin(axis=1)         # |x - c|^2 less |x|^2
-            labels[seeds] = np.arange(len(seeds))                             # a seed keeps its own row
-            resp = StartingResponsibilities(len(X), len(seeds), X.dtype, labels=labels)
-        super()._initialize(X, resp, sample_weight)
-
+        "M-step from q_0 (one-hot seeds first claim their nearest rows); then `weights_init` and `means_init` if given."
+        if resp is not None:
+            if self.init_params in ('k-means++', 'random_from_data'):      # each row to its nearest seed; a seed keeps its row
+                C = take_rows(X, resp.seeds)
+                resp = StartingResponsibilities(X.shape[0], len(C), X.dtype, centers=C, seeds=resp.seeds)
+            super()._initialize(X, resp, sample_weight)
+        if self._weights_init is not None: self.weights_ = self._weights_init
+        if self._means_init is not None: self.means_ = self._means_init
 
     def _n_parameters(self)->int:
         k, d = self.means_.shape
@@ -215,6 +273,10 @@ class BernoulliMixture(_MeanMixture):
     init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, default='kmeans'
         How the starting responsibilities are drawn: the labels of one k-means run, the seeds of k-means++,
         uniform random responsibilities, or k rows chosen at random.
+    weights_init : array-like of shape (n_components,), default=None
+        The starting weights (scikit-learn's meaning). None: from `init_params`.
+    means_init : array-like of shape (n_components, n_features), default=None
+        The starting means. None: from `init_params`. With both given, no start is drawn.
     random_state : int, RandomState instance or None, default=None
         Controls the random starts and the draws of `sample`. Pass an int for results that repeat.
     warm_start : bool, default=False
@@ -231,6 +293,18 @@ class BernoulliMixture(_MeanMixture):
         at random and drops out of its row's likelihood; each mean is then a weighted average over the rows
         that observe its feature. `score_samples`, `predict` and `predict_proba` accept rows with NaN, and
         `impute` fills them in. A row with no observed value is an error.
+    algorithm : {'batch', 'incremental'}, default='batch'
+        'batch' is scikit-learn's EM. 'incremental' is Neal and Hinton's: after one batch iteration, the statistics
+        of one block of rows at a time are renewed, each followed by an M-step (numpy and memmap data).
+    incremental_blocks : int, default=10
+        The number of blocks of rows for algorithm='incremental'.
+    learning_decay : float, default=0.7
+        κ in (0.5, 1] of the step size (τ0 + t)^-κ of `partial_fit` (online EM).
+    learning_offset : float, default=0.0
+        τ0 >= 0 of the step size of `partial_fit`. The defaults come from the experiment on the EM at scale page.
+    init_sample_size : int, default=100000
+        For a Dask array or another out-of-core X, 'kmeans' and 'k-means++' start from this many rows drawn
+        uniformly (all rows when there are fewer).
 
     Attributes
     ----------
@@ -270,7 +344,7 @@ class BernoulliMixture(_MeanMixture):
     """
     _max_mean = 1.0
 
-    def _check_data(self, X): check_binary(X, type(self).__name__)
+    def _check_data(self, X, first_row=0): check_binary(X, type(self).__name__, first_row)
 
     def _complement_of_means(self):
         "1 - μ as the last M-step computed it, S⁰ / N (no rounding of μ to 1), if it still belongs to `means_`."
@@ -318,6 +392,10 @@ class PoissonMixture(_MeanMixture):
     init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, default='kmeans'
         How the starting responsibilities are drawn: the labels of one k-means run, the seeds of k-means++,
         uniform random responsibilities, or k rows chosen at random.
+    weights_init : array-like of shape (n_components,), default=None
+        The starting weights (scikit-learn's meaning). None: from `init_params`.
+    means_init : array-like of shape (n_components, n_features), default=None
+        The starting means. None: from `init_params`. With both given, no start is drawn.
     random_state : int, RandomState instance or None, default=None
         Controls the random starts and the draws of `sample`. Pass an int for results that repeat.
     warm_start : bool, default=False
@@ -334,6 +412,18 @@ class PoissonMixture(_MeanMixture):
         at random and drops out of its row's likelihood; each mean is then a weighted average over the rows
         that observe its feature. `score_samples`, `predict` and `predict_proba` accept rows with NaN, and
         `impute` fills them in. A row with no observed value is an error.
+    algorithm : {'batch', 'incremental'}, default='batch'
+        'batch' is scikit-learn's EM. 'incremental' is Neal and Hinton's: after one batch iteration, the statistics
+        of one block of rows at a time are renewed, each followed by an M-step (numpy and memmap data).
+    incremental_blocks : int, default=10
+        The number of blocks of rows for algorithm='incremental'.
+    learning_decay : float, default=0.7
+        κ in (0.5, 1] of the step size (τ0 + t)^-κ of `partial_fit` (online EM).
+    learning_offset : float, default=0.0
+        τ0 >= 0 of the step size of `partial_fit`. The defaults come from the experiment on the EM at scale page.
+    init_sample_size : int, default=100000
+        For a Dask array or another out-of-core X, 'kmeans' and 'k-means++' start from this many rows drawn
+        uniformly (all rows when there are fewer).
 
     Attributes
     ----------
@@ -373,7 +463,7 @@ class PoissonMixture(_MeanMixture):
     array([1, 0])
     """
 
-    def _check_data(self, X): check_counts(X, type(self).__name__)
+    def _check_data(self, X, first_row=0): check_counts(X, type(self).__name__, first_row)
 
     def _estimate_log_prob(self, X): return poisson_log_prob(X, self.means_, factorials=False)   # see _row_term
 

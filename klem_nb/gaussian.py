@@ -250,6 +250,7 @@ CHUNK_BYTES = 2**22   # target size of a chunk's widest scratch array: a few MB,
 class Scratch:
     "Named float64 scratch arrays, one set per thread, allocated once and reused by later requests for the same name."
     def __init__(self): self._local = threading.local()
+    def __reduce__(self): return (Scratch, ())   # pickles empty (Dask workers make their own)
 
     @property
     def arrays(self)->dict:

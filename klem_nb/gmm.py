@@ -239,7 +239,7 @@ class GaussianMixture(BaseMixture):
     def _check_parameters(self, X):
         "Validate the starting values against the data (stored privately; the parameters stay as given)."
         k, d = self.n_components, X.shape[1]
-        self._box = (np.nanmin(X, axis=0).astype(np.float64), np.nanmax(X, axis=0).astype(np.float64))   # for the kernels' rounding bound
+        self._box = self._column_range(X)   # for the kernels' rounding bound (NaN-aware)
         self._weights_init = None if self.weights_init is None else check_weights_init(self.weights_init, k)
         self._means_init = None if self.means_init is None else check_means_init(self.means_init, k, d)
         self._precisions_init = (None if self.precisions_init is None else
@@ -258,7 +258,7 @@ class GaussianMixture(BaseMixture):
             frames = first['sx'] / (nk + 10 * np.finfo(float).eps)[:, None]   # each start's mean: the frames F_j
             kern = GaussianKernels(self.covariance_type, nk / nk.sum(), frames, None, frames=frames)
             nk, means, covariances = kern.parameters(self._start_stats(X, resp, sample_weight, kern.stats), self.reg_covar)
-            weights = nk / (X.shape[0] if sample_weight is None else sample_weight.sum())
+            weights = nk / self._total_weight(X, sample_weight)
         self._warn_reg_covar(X, sample_weight)
         self.weights_ = weights if self._weights_init is None else self._weights_init
         self.means_ = means if self._means_init is None else self._means_init
@@ -287,11 +287,7 @@ class GaussianMixture(BaseMixture):
 
     def _warn_reg_covar(self, X, sample_weight):
         "A `UserWarning` when reg_covar is not small against the data's smallest variance (the fit would be mostly floor)."
-        w, blocks = sample_weight, range(0, len(X), DEFAULT_BLOCK_SIZE)
-        def wsum(a, v): return v.sum(0) if w is None else w[a:a + DEFAULT_BLOCK_SIZE] @ v
-        total = len(X) if w is None else w.sum()
-        centre = sum(wsum(a, X[a:a + DEFAULT_BLOCK_SIZE]) for a in blocks) / total
-        var = (sum(wsum(a, (X[a:a + DEFAULT_BLOCK_SIZE] - centre)**2) for a in blocks) / total).min()   # no copy of X
+        var = self._column_variance(X, sample_weight).min()          # block by block: no copy of X
         if self.reg_covar > 1e-3 * var:
             warnings.warn(f"reg_covar={self.reg_covar:g} is not small against the data's smallest variance ({var:.3g}): "
                           "every covariance gets at least reg_covar on its diagonal, so the fit is shaped by it; "

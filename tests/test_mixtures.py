@@ -396,7 +396,7 @@ def test_check_data_is_the_one_hook_for_fit_and_predict():
     "Bernoulli and Poisson override only _check_data; BaseMixture runs it in fit and before every prediction."
     for Est in (BernoulliMixture, PoissonMixture):
         assert Est._validate_X_predict is BaseMixture._validate_X_predict
-        assert Est._check_parameters is BaseMixture._check_parameters
+        assert Est._check_parameters is not BaseMixture._check_parameters      # it checks weights_init, means_init
     seen = []
     class Recording(BernoulliMixture):
         def _check_data(self, X):
@@ -515,7 +515,9 @@ def test_constructor_clone_and_params(Est):
     sig = inspect.signature(Est.__init__)
     assert [(p.name, p.default) for p in list(sig.parameters.values())[1:]] == [
         ('n_components', 1), ('tol', 1e-3), ('max_iter', 100), ('n_init', 1), ('init_params', 'kmeans'),
-        ('random_state', None), ('warm_start', False), ('verbose', 0), ('verbose_interval', 10), ('nan_policy', 'raise')]
+        ('weights_init', None), ('means_init', None), ('random_state', None), ('warm_start', False), ('verbose', 0),
+        ('verbose_interval', 10), ('nan_policy', 'raise'), ('algorithm', 'batch'), ('incremental_blocks', 10),
+        ('learning_decay', 0.7), ('learning_offset', 0.0), ('init_sample_size', 100_000)]
     assert all(p.kind == p.KEYWORD_ONLY for p in list(sig.parameters.values())[2:])
     X, _, _ = mixture_data('bernoulli', 1, n=100)
     est = Est(3, tol=1e-5, n_init=2, init_params='random', random_state=4).fit(X)
