@@ -402,12 +402,15 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         "verbose": ["verbose"],
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
         "nan_policy": [StrOptions(set(NAN_POLICIES))],
+        "frozen": [tuple, list, set, frozenset],
+        "algorithm": [StrOptions({'batch', 'incremental'})],
+        "incremental_blocks": [Interval(Integral, 1, None, closed="left")],
+        "learning_decay": [Interval(Real, 0.5, 1.0, closed="right")],
+        "learning_offset": [Interval(Real, 0.0, None, closed="left")],
+        "init_sample_size": [Interval(Integral, 1, None, closed="left")],
     }
     _parameters: tuple = ()  # names of the fitted attributes that make up θ; subclasses set this
-    # scaling options: constructor parameters of BernoulliMixture and PoissonMixture; attributes of GaussianMixture
-    # (whose constructor stays scikit-learn's), read with these defaults when absent
-    _SCALE_DEFAULTS = dict(algorithm='batch', learning_decay=0.7, learning_offset=0.0, init_sample_size=INIT_SAMPLE_SIZE,
-                           incremental_blocks=10)
+    _frozen_names: tuple = ()  # the parameters `frozen` may name; subclasses set this
 
     def __init__(self,
         n_components:int=1, # number of mixture components k
@@ -421,10 +424,18 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         verbose:int=0, # 1 prints initialisations and iterations, 2 adds timings and log-likelihood changes
         verbose_interval:int=10, # iterations between two iteration messages
         nan_policy:str='raise', # NaN in X: 'raise' a ValueError, or 'marginalize' (missing at random, see 15_missing)
+        frozen=(), # parameters held at their starting values (a subset of `_frozen_names`)
+        algorithm:str='batch', # 'batch' EM, or Neal and Hinton's 'incremental' EM over `incremental_blocks` blocks
+        incremental_blocks:int=10, # blocks of rows for algorithm='incremental'
+        learning_decay:float=0.7, # κ of partial_fit's step (τ0 + t)^-κ, in (0.5, 1]
+        learning_offset:float=0.0, # τ0 >= 0 of partial_fit's step
+        init_sample_size:int=INIT_SAMPLE_SIZE, # out-of-core fits: rows k-means starts from
     ):
         self.n_components, self.tol, self.max_iter, self.n_init = n_components, tol, max_iter, n_init
         self.init_params, self.random_state, self.warm_start = init_params, random_state, warm_start
-        self.verbose, self.verbose_interval, self.nan_policy = verbose, verbose_interval, nan_policy
+        self.verbose, self.verbose_interval, self.nan_policy, self.frozen = verbose, verbose_interval, nan_policy, frozen
+        self.algorithm, self.incremental_blocks, self.init_sample_size = algorithm, incremental_blocks, init_sample_size
+        self.learning_decay, self.learning_offset = learning_decay, learning_offset
 
     def __sklearn_tags__(self):
         "scikit-learn's tags: `allow_nan` under nan_policy='marginalize'."
@@ -438,6 +449,11 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
 
     def _check_parameters(self, X):
         "Data-dependent checks of the subclass's own parameters (run once per fit, after the data are validated)."
+
+    def _check_fit_parameters(self, X):
+        "The checks of one fit: `frozen` against the model's parameter names, then the subclass's `_check_parameters`."
+        self._frozen = check_frozen(self.frozen, self._frozen_names)
+        self._check_parameters(X)
 
     def _init_needs_resp(self)->bool:
         "Whether initialisation needs starting responsibilities (False when every starting value is given)."
@@ -455,10 +471,6 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         return reduce_blocks(part, X, sample_weight)
 
     # ---- the data, for hooks that need more than blocks (in memory or not) ------------------------------
-    def _scale_option(self, name):
-        "A scaling option: the parameter if the estimator has it, else its default."
-        return getattr(self, name, self._SCALE_DEFAULTS[name])
-
     def _column_range(self, X)->tuple|None:
         "(column minima, column maxima) of X as float64, from `fit`'s validation pass when it made one; None in `partial_fit`."
         seen = getattr(self, '_seen_range', None)
@@ -530,8 +542,10 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         resp = None
         if self._init_needs_resp():
             resp = initial_responsibilities(X, self.n_components, self.init_params, random_state, sample_weight,
-                                            sample_size=self._scale_option('init_sample_size'))
-        self._initialize(X, resp, sample_weight)
+                                            sample_size=self.init_sample_size)
+        frozen, self._frozen = self._frozen, frozenset()       # the start is not held: it is what `frozen` holds
+        try: self._initialize(X, resp, sample_weight)
+        finally: self._frozen = frozen
 
     # ---- scikit-learn API ----------------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -562,9 +576,7 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         "Validate, run `em` once per start on the rows of positive weight, keep the best run; return the validated X."
         if callback is not None and not callable(callback):
             raise ValueError(f"callback must be callable or None, got {callback!r}")
-        algorithm = self._scale_option('algorithm')
-        if algorithm not in ('batch', 'incremental'):
-            raise ValueError(f"algorithm must be 'batch' or 'incremental', got {algorithm!r}")
+        algorithm = self.algorithm
         has_nan = False
         if out_of_core(X) and not (isinstance(X, np.memmap) and self.nan_policy != 'raise'):   # (a memmap with
             # holes to marginalise is read into memory: the start fills them with column means)
@@ -599,7 +611,7 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
     def _fit_validated(self, X, X_fit, sample_weight, callback, algorithm, has_nan):
         "The runs of `fit` on validated data."
         for name in ('n_batch_iter_', '_online_stats', '_online_rows', '_n_seen'): self.__dict__.pop(name, None)   # no stream
-        self._check_parameters(X_fit)
+        self._check_fit_parameters(X_fit)
         X_start = column_means_filled(X_fit, sample_weight) if has_nan else X_fit   # starts need complete rows
 
         do_init = not (self.warm_start and hasattr(self, "converged_"))
@@ -617,7 +629,7 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
             if printer: printer.start_run(init, lower_bound)
             if do_init: self._initialize_parameters(X_start, random_state, sample_weight)
             run = incremental_em if algorithm == 'incremental' else _em_loop
-            extra = dict(n_blocks=self._scale_option('incremental_blocks')) if algorithm == 'incremental' else {}
+            extra = dict(n_blocks=self.incremental_blocks) if algorithm == 'incremental' else {}
             result = run(MixtureEMModel(self), X_fit, sample_weight, tol=self.tol, max_iter=self.max_iter,
                          lower_bound=lower_bound, strict=False, block_size=None, callback=on_row, **extra)
             if self.max_iter == 0:  # initialisation only: keep the last start, leave the lower bound at -inf
@@ -779,7 +791,7 @@ def partial_fit(self,
         X, sample_weight = X[keep], sample_weight[keep]
     self._check_data(X)
     if len(X) == 0: return self
-    decay, offset = self._scale_option('learning_decay'), self._scale_option('learning_offset')
+    decay, offset = self.learning_decay, self.learning_offset
     if not (0.5 < decay <= 1): raise ValueError(f"learning_decay must be in (0.5, 1], got {decay!r}")
     if not offset >= 0: raise ValueError(f"learning_offset must be >= 0, got {offset!r}")
     if first and not warm:
@@ -788,12 +800,12 @@ def partial_fit(self,
                              f"{self.n_components} rows of positive weight, got {len(X)}")
         self._seen_range = (id(X), None)           # no data box: later batches may lie anywhere
         try:
-            self._check_parameters(X)
+            self._check_fit_parameters(X)
             self._initialize_parameters(X, check_random_state(self.random_state), sample_weight)
         finally: self._seen_range = None
     elif warm:                                 # keep θ; only drop the fit's data box
         self._seen_range = (id(X), None)
-        try: self._check_parameters(X)
+        try: self._check_fit_parameters(X)
         finally: self._seen_range = None
     if first:
         self._online_stats, self._online_rows, self._n_seen, self.n_batch_iter_ = None, [], 0, 0

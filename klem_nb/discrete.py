@@ -175,12 +175,8 @@ class _MeanMixture(BaseMixture):
         **BaseMixture._parameter_constraints,
         "weights_init": ["array-like", None],
         "means_init": ["array-like", None],
-        "algorithm": [StrOptions({'batch', 'incremental'})],
-        "learning_decay": [Interval(Real, 0.5, 1.0, closed="right")],
-        "learning_offset": [Interval(Real, 0.0, None, closed="left")],
-        "init_sample_size": [Interval(Integral, 1, None, closed="left")],
-        "incremental_blocks": [Interval(Integral, 1, None, closed="left")],
     }
+    _frozen_names = ('weights', 'means')
 
     def __init__(self,
         n_components:int=1, # number of mixture components k
@@ -196,6 +192,7 @@ class _MeanMixture(BaseMixture):
         verbose:int=0, # 1 prints initialisations and iterations, 2 adds timings and log-likelihood changes
         verbose_interval:int=10, # iterations between two iteration messages
         nan_policy:str='raise', # NaN in X: 'raise' a ValueError, or 'marginalize' (missing at random, see 15_missing)
+        frozen=(), # parameters held at their starting values: any of 'weights', 'means'
         algorithm:str='batch', # 'batch' EM, or Neal and Hinton's 'incremental' EM over `incremental_blocks` blocks
         incremental_blocks:int=10, # blocks of rows for algorithm='incremental'
         learning_decay:float=0.7, # κ of partial_fit's step (τ0 + t)^-κ, in (0.5, 1]
@@ -204,9 +201,10 @@ class _MeanMixture(BaseMixture):
     ):
         super().__init__(n_components=n_components, tol=tol, max_iter=max_iter, n_init=n_init,
                          init_params=init_params, random_state=random_state, warm_start=warm_start,
-                         verbose=verbose, verbose_interval=verbose_interval, nan_policy=nan_policy)
-        self.weights_init, self.means_init, self.algorithm, self.incremental_blocks = weights_init, means_init, algorithm, incremental_blocks
-        self.learning_decay, self.learning_offset, self.init_sample_size = learning_decay, learning_offset, init_sample_size
+                         verbose=verbose, verbose_interval=verbose_interval, nan_policy=nan_policy, frozen=frozen,
+                         algorithm=algorithm, incremental_blocks=incremental_blocks, learning_decay=learning_decay,
+                         learning_offset=learning_offset, init_sample_size=init_sample_size)
+        self.weights_init, self.means_init = weights_init, means_init
 
     def _check_parameters(self, X):
         "Validate `weights_init` and `means_init` (scikit-learn's meaning) against the data; kept privately."
@@ -243,6 +241,10 @@ class _MeanMixture(BaseMixture):
             super()._initialize(X, resp, sample_weight)
         if self._weights_init is not None: self.weights_ = self._weights_init
         if self._means_init is not None: self.means_ = self._means_init
+
+    def _held(self, weights, means)->tuple:
+        "The M-step's (weights, means) with the frozen ones kept: the very arrays the fit started from."
+        return (self.weights_ if 'weights' in self._frozen else weights, self.means_ if 'means' in self._frozen else means)
 
     def _n_parameters(self)->int:
         k, d = self.means_.shape
@@ -293,6 +295,9 @@ class BernoulliMixture(_MeanMixture):
         at random and drops out of its row's likelihood; each mean is then a weighted average over the rows
         that observe its feature. `score_samples`, `predict` and `predict_proba` accept rows with NaN, and
         `impute` fills them in. A row with no observed value is an error.
+    frozen : tuple of str, default=()
+        Parameters held at their starting values (from `*_init`, or from `init_params`) for the whole fit: any of
+        'weights', 'means'. The other one gets the maximiser with the frozen one held.
     algorithm : {'batch', 'incremental'}, default='batch'
         'batch' is scikit-learn's EM. 'incremental' is Neal and Hinton's: after one batch iteration, the statistics
         of one block of rows at a time are renewed, each followed by an M-step (numpy and memmap data).
@@ -357,9 +362,11 @@ class BernoulliMixture(_MeanMixture):
         return mean_stats(X, wresp, complement=True, observed=self.nan_policy == 'marginalize')
 
     def _m_step(self, stats):
-        self.weights_, self.means_ = mean_m_step(stats, max_mean=self._max_mean)
-        N = stats['nko'] if 'nko' in stats else stats['nk'][:, None]
-        self._complement = (self.means_, np.minimum(stats['sx0'] / (N + _EPS10), 1.0))
+        weights, means = mean_m_step(stats, max_mean=self._max_mean)
+        self.weights_, self.means_ = self._held(weights, means)
+        if self.means_ is means:                    # S⁰ / N belongs to these means (frozen means keep their own 1 - μ)
+            N = stats['nko'] if 'nko' in stats else stats['nk'][:, None]
+            self._complement = (means, np.minimum(stats['sx0'] / (N + _EPS10), 1.0))
 
     def _expected_log_joint(self, stats):
         return mean_expected_log_joint(stats, self.weights_, self.means_, 'bernoulli', self._complement_of_means())
@@ -412,6 +419,9 @@ class PoissonMixture(_MeanMixture):
         at random and drops out of its row's likelihood; each mean is then a weighted average over the rows
         that observe its feature. `score_samples`, `predict` and `predict_proba` accept rows with NaN, and
         `impute` fills them in. A row with no observed value is an error.
+    frozen : tuple of str, default=()
+        Parameters held at their starting values (from `*_init`, or from `init_params`) for the whole fit: any of
+        'weights', 'means'. The other one gets the maximiser with the frozen one held.
     algorithm : {'batch', 'incremental'}, default='batch'
         'batch' is scikit-learn's EM. 'incremental' is Neal and Hinton's: after one batch iteration, the statistics
         of one block of rows at a time are renewed, each followed by an M-step (numpy and memmap data).
@@ -471,7 +481,7 @@ class PoissonMixture(_MeanMixture):
 
     def _sufficient_stats(self, X, wresp): return mean_stats(X, wresp, observed=self.nan_policy == 'marginalize')
 
-    def _m_step(self, stats): self.weights_, self.means_ = mean_m_step(stats)
+    def _m_step(self, stats): self.weights_, self.means_ = self._held(*mean_m_step(stats))
 
     def _expected_log_joint(self, stats): return mean_expected_log_joint(stats, self.weights_, self.means_, 'poisson')
 

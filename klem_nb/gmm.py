@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from .gaussian import (COVARIANCE, COVARIANCE_TYPES, GaussianKernels, MissingRows, ObservedRows, Scratch,
                               observed_e_step, one_blas_thread)
 from .e_step import posterior
-from .base import BaseMixture, check_frozen
+from .base import BaseMixture, INIT_SAMPLE_SIZE
 from .em import DEFAULT_BLOCK_SIZE
 
 # %% ../nbs/11_gmm.ipynb #87b2ef6d
@@ -143,6 +143,18 @@ class GaussianMixture(BaseMixture):
         Parameters held at their starting values (from `*_init`, or from `init_params`) for the whole fit: any of
         'weights', 'means', 'covariances'. The others get the maximiser with the frozen ones held; with frozen
         means, the covariances are taken about those means.
+    algorithm : {'batch', 'incremental'}, default='batch'
+        'batch' is scikit-learn's EM. 'incremental' is Neal and Hinton's: after one batch iteration, the statistics
+        of one block of rows at a time are renewed, each followed by an M-step (numpy and memmap data).
+    incremental_blocks : int, default=10
+        The number of blocks of rows for algorithm='incremental'.
+    learning_decay : float, default=0.7
+        κ in (0.5, 1] of the step size (τ0 + t)^-κ of `partial_fit` (online EM).
+    learning_offset : float, default=0.0
+        τ0 >= 0 of the step size of `partial_fit`. The defaults come from the experiment on the EM at scale page.
+    init_sample_size : int, default=100000
+        For a Dask array or another out-of-core X, 'kmeans' and 'k-means++' start from this many rows drawn
+        uniformly (all rows when there are fewer).
 
     Attributes
     ----------
@@ -201,7 +213,6 @@ class GaussianMixture(BaseMixture):
         "weights_init": ["array-like", None],
         "means_init": ["array-like", None],
         "precisions_init": ["array-like", None],
-        "frozen": [tuple, list, set, frozenset],
     }
     _frozen_names = ('weights', 'means', 'covariances')
     _parameters = ('weights_', 'means_', 'covariances_', 'precisions_cholesky_')
@@ -224,13 +235,19 @@ class GaussianMixture(BaseMixture):
         verbose_interval:int=10, # iterations between two iteration messages
         nan_policy:str='raise', # NaN in X: 'raise' a ValueError, or 'marginalize' (missing at random)
         frozen=(), # parameters held at their starting values: any of 'weights', 'means', 'covariances'
+        algorithm:str='batch', # 'batch' EM, or Neal and Hinton's 'incremental' EM over `incremental_blocks` blocks
+        incremental_blocks:int=10, # blocks of rows for algorithm='incremental'
+        learning_decay:float=0.7, # κ of partial_fit's step (τ0 + t)^-κ, in (0.5, 1]
+        learning_offset:float=0.0, # τ0 >= 0 of partial_fit's step
+        init_sample_size:int=INIT_SAMPLE_SIZE, # out-of-core fits: rows k-means starts from
     ):
         super().__init__(n_components=n_components, tol=tol, max_iter=max_iter, n_init=n_init,
                          init_params=init_params, random_state=random_state, warm_start=warm_start,
-                         verbose=verbose, verbose_interval=verbose_interval, nan_policy=nan_policy)
+                         verbose=verbose, verbose_interval=verbose_interval, nan_policy=nan_policy, frozen=frozen,
+                         algorithm=algorithm, incremental_blocks=incremental_blocks, learning_decay=learning_decay,
+                         learning_offset=learning_offset, init_sample_size=init_sample_size)
         self.covariance_type, self.reg_covar = covariance_type, reg_covar
         self.weights_init, self.means_init, self.precisions_init = weights_init, means_init, precisions_init
-        self.frozen = frozen
 
     def _fit(self, *args, **kwargs):
         "`BaseMixture._fit` (behind `fit` and `fit_predict`) with BLAS held to one thread: the kernels use the cores themselves where it pays."
@@ -244,7 +261,6 @@ class GaussianMixture(BaseMixture):
         self._means_init = None if self.means_init is None else check_means_init(self.means_init, k, d)
         self._precisions_init = (None if self.precisions_init is None else
                                  check_precisions_init(self.precisions_init, self.covariance_type, k, d))
-        self._frozen = check_frozen(self.frozen, self._frozen_names)
 
     def _init_needs_resp(self):
         return self._weights_init is None or self._means_init is None or self._precisions_init is None

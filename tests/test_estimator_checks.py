@@ -55,7 +55,8 @@ def test_clone_keeps_params_and_drops_fit():
 
 
 # klem_nb's own constructor parameters, after scikit-learn's, each defaulting to scikit-learn's behaviour (issue 12)
-EXTRA = {'nan_policy': 'raise', 'frozen': ()}
+EXTRA = {'nan_policy': 'raise', 'frozen': (), 'algorithm': 'batch', 'incremental_blocks': 10, 'learning_decay': 0.7,
+         'learning_offset': 0.0, 'init_sample_size': 100_000}
 
 
 def test_constructor_is_sklearns():

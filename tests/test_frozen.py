@@ -70,3 +70,39 @@ def test_bad_frozen(X, frozen, match):
     gm = GaussianMixture(2, frozen=frozen)
     with pytest.raises(ValueError, match=match): gm.fit(X)
     assert not hasattr(gm, 'means_')                                    # a failed fit leaves nothing behind
+
+
+# ---- Bernoulli and Poisson: 'weights' and 'means' -----------------------------------------------------------------
+from klem_nb.discrete import BernoulliMixture, PoissonMixture
+
+MEAN_COMBOS = [('weights',), ('means',), ('weights', 'means')]
+
+
+def mean_data(family):
+    rng = np.random.default_rng(5)
+    z = rng.integers(3, size=600)
+    if family == 'bernoulli':
+        return (rng.random((600, 6)) < rng.uniform(0.1, 0.9, size=(3, 6))[z]).astype(float)
+    return rng.poisson(rng.uniform(0.5, 9.0, size=(3, 4))[z]).astype(float)
+
+
+@pytest.mark.parametrize('family', ['bernoulli', 'poisson'])
+@pytest.mark.parametrize('frozen', MEAN_COMBOS, ids='+'.join)
+def test_mean_mixtures_frozen(family, frozen):
+    X = mean_data(family)
+    Est = BernoulliMixture if family == 'bernoulli' else PoissonMixture
+    d = X.shape[1]
+    kw = dict(n_components=3, tol=1e-10, max_iter=60, frozen=frozen, weights_init=[0.2, 0.3, 0.5],
+              means_init=np.linspace(0.2, 0.8, 3 * d).reshape(3, d) * (1 if family == 'bernoulli' else 6))
+    at_start = Est(**{**kw, 'max_iter': 0}).fit(X)
+    est = Est(**kw).fit(X)
+    for name in frozen: np.testing.assert_array_equal(getattr(est, name + '_'), getattr(at_start, name + '_'))
+    for name in {'weights', 'means'} - set(frozen): assert not np.allclose(getattr(est, name + '_'), getattr(at_start, name + '_'))
+    F = est.trace_.free_energy
+    assert (np.diff(F) <= 1e-12 * np.abs(F[:-1])).all()
+    res = em(MixtureEMModel(clone(at_start).fit(X)), X, max_iter=20, tol=0, strict=True)
+    assert res.n_iter == 20
+
+
+def test_mean_mixture_frozen_names(X):
+    with pytest.raises(ValueError, match="'covariances'"): PoissonMixture(2, frozen=('covariances',)).fit(np.ones((5, 2)))

@@ -516,7 +516,7 @@ def test_constructor_clone_and_params(Est):
     assert [(p.name, p.default) for p in list(sig.parameters.values())[1:]] == [
         ('n_components', 1), ('tol', 1e-3), ('max_iter', 100), ('n_init', 1), ('init_params', 'kmeans'),
         ('weights_init', None), ('means_init', None), ('random_state', None), ('warm_start', False), ('verbose', 0),
-        ('verbose_interval', 10), ('nan_policy', 'raise'), ('algorithm', 'batch'), ('incremental_blocks', 10),
+        ('verbose_interval', 10), ('nan_policy', 'raise'), ('frozen', ()), ('algorithm', 'batch'), ('incremental_blocks', 10),
         ('learning_decay', 0.7), ('learning_offset', 0.0), ('init_sample_size', 100_000)]
     assert all(p.kind == p.KEYWORD_ONLY for p in list(sig.parameters.values())[2:])
     X, _, _ = mixture_data('bernoulli', 1, n=100)

@@ -334,8 +334,7 @@ def test_incremental_em_is_monotone_and_reaches_batch_fixed_point(case):
     make, data = CASES[case]
     X = data()
     batch = fit_quietly(make().set_params(tol=1e-12, max_iter=3000), X)
-    inc = make().set_params(tol=1e-12, max_iter=3000)
-    inc.algorithm = 'incremental'
+    inc = make().set_params(tol=1e-12, max_iter=3000, algorithm='incremental')
     fit_quietly(inc, X)
     F = inc.trace_.free_energy
     assert (np.diff(F) <= 1e-12 * np.abs(F[1:])).all()
