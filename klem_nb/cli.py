@@ -308,8 +308,12 @@ def _rows_on_disk(path)->tuple:
         except ImportError:
             raise CommandError(f"{path} is a directory: reading its CSV chunks needs dask.dataframe "
                                "(pip install 'dask[dataframe]'), or save the data as one .npy file") from None
-        df = dd.read_csv(os.path.join(os.fspath(path), '*.csv'))
-        return df.to_dask_array(lengths=True).astype(np.float64), [str(c) for c in df.columns]
+        if not any(name.endswith('.csv') for name in os.listdir(path)):
+            raise CommandError(f"{path} is a directory with no .csv files: give a CSV file, a .npy file, or a folder of CSV chunks")
+        try:
+            df = dd.read_csv(os.path.join(os.fspath(path), '*.csv'))
+            return df.to_dask_array(lengths=True).astype(np.float64), [str(c) for c in df.columns]
+        except (OSError, ValueError) as e: raise CommandError(f"cannot read the CSV chunks in {path}: {_one_line(e)}") from None
     try: X = np.load(path, mmap_mode='r')
     except (OSError, ValueError) as e: raise CommandError(f"cannot read {path}: {_one_line(e)}") from None
     if X.ndim != 2: raise CommandError(f"{path} must hold a 2-D array (one row per sample), got shape {X.shape}")

@@ -96,7 +96,8 @@ def files(tmp_path_factory):
              binary=write_csv(tmp/'binary.csv', binary, [f'b{i}' for i in range(5)], fmt='%d'),
              counts=write_csv(tmp/'counts.csv', counts, ['c1', 'c2'], fmt='%d'),
              halves=tmp/'halves.csv', negative=tmp/'negative.csv', empty=tmp/'empty.csv', header_only=tmp/'header.csv',
-             words=tmp/'words.csv', ragged=tmp/'ragged.csv', tiny=tmp/'tiny.csv', missing=tmp/'missing.csv', dir=tmp)
+             words=tmp/'words.csv', ragged=tmp/'ragged.csv', tiny=tmp/'tiny.csv', missing=tmp/'missing.csv', dir=tmp, no_csv=tmp/'no_csv')
+    f['no_csv'].mkdir()
     f['halves'].write_text('a,b\n1,0\n0.5,1\n0,0\n')
     f['negative'].write_text('c\n3\n-1\n2\n')
     f['empty'].write_text('')
@@ -249,7 +250,7 @@ SCRIPT_ERRORS = {
     'fractions for poisson': (['fit', '{halves}', '--model', 'poisson'], 'has 0.5 in data row 2, column 1'),
 }
 MAIN_ERRORS = {
-    'a folder': (['fit', '{dir}'], 'is a directory'),
+    'a folder without CSV files': (['fit', '{no_csv}'], 'no .csv files'),
     'header only': (['fit', '{header_only}'], 'no data rows'),
     'ragged rows': (['fit', '{ragged}'], 'ragged'),
     'k negative': (['fit', '-k', '-2'], 'k must be at least 1'),
