@@ -251,20 +251,21 @@ class HMMModel(EMModel):
         if self._prior[0] is not self.theta: self._prior = (self.theta, self.est._log_prior(self.theta))
         return self._prior[1]
 
-    def _consts(self, X:np.ndarray)->dict:
-        "The family's per-row constants of X (Poisson: log x!), computed once per fit for each chunk of rows."
+    def _chunk_data(self, X:np.ndarray)->dict:
+        "What a chunk of rows keeps for the whole fit: the family's row constants (Poisson: log x!) and work arrays."
         key = (X.__array_interface__['data'][0], X.shape)
-        if key not in self._data: self._data[key] = self.est._row_consts(X)
+        if key not in self._data: self._data[key] = dict(consts=self.est._row_consts(X), scratch={})
         return self._data[key]
 
     def _e_chunk(self, S:Sequences, w:np.ndarray, stats:bool)->EStep:
         th, est = self.theta, self.est
-        consts = self._consts(S.X)
+        data = self._chunk_data(S.X)
+        consts = data['consts']
         log_B = est._log_frameprob(th, S.X, consts)               # (n, k), 0 on missing rows
         with np.errstate(divide='ignore'): log_pi, log_A = np.log(th['startprob']), np.log(th['transmat'])
         kern = _compiled()
         if kern is not None:                                      # the same sums from the compiled loops (see Speed)
-            ll, wg, start, xi, neg_h, ell_b = _fb_compiled(kern, log_B, S.starts, w, th['startprob'], th['transmat'])
+            ll, wg, start, xi, neg_h, ell_b, _ = _fb_compiled(kern, log_B, S.starts, w, th['startprob'], th['transmat'], data['scratch'])
             ell = _dot0(start, log_pi) + _dot0(xi, log_A) + ell_b
             s = dict(start=start, trans=xi, **est._emission_stats(th, S.X, wg, consts)) if stats else None
             return EStep(float(w.sum()), float(w @ ll), ell, neg_h, s)
@@ -963,75 +964,74 @@ class PoissonHMM(BaseHMM):
 
     def _draw(self, th, state, rs): return rs.poisson(th['lambdas'][state])
 
-# %% ../nbs/14_hmm.ipynb #9292cb85
+# %% ../nbs/14_hmm.ipynb #846bdd1a
 USE_NUMBA = os.environ.get('KLEM_NB_NUMBA', '1') != '0'   # False: the numpy recursion (14.4) above, the readable reference
 _ROWS_PER_COMPILED_CHUNK = 8_192   # the compiled path's thread unit: one chunk per sequence of this length or longer
 
-def _fb_loops(log_B, starts, w, pi, A, wgamma, out):
-    """(14.4) one sequence at a time in plain loops, with every sum the E-step needs taken in the backward pass.
-    In: log b (n, k) of the chunk's rows, sequence starts (m + 1,), weights (m,), π, A. Out: w·γ into `wgamma` (n, k),
-    and into `out` (m + 3 + 2k + k²,): log p(x) per sequence, Σ w -H(q) without Σξ log A, Σ w γ log b, a status (1: an
-    observation impossible in every state, 2: a sequence impossible), Σ w γ_1 (k,), Σ w Σ_t α̂_t ⊗ b β̂/c (k, k)."""
+def _fb_loops(log_B, shift, starts, w, pi, A, alpha, vb, gamma, wgamma, c, out):
+    """(14.4) one sequence at a time in plain loops. In: log b (n, k) of a chunk's rows, each row's shift (its largest
+    entry) (n,), b̂ = exp(log b - shift) in `vb`, sequence starts (m + 1,), weights (m,), π, A. Out, per row: α̂ (n, k),
+    b̂ β̂ in `vb`, γ and w·γ (n, k), c (n,); in `out` (m + 2 + k + k²,): log p(x) of each sequence, Σ w γ log b, a status
+    (2: a sequence impossible), Σ w γ_1 (k,) and Σ w Σ_t α̂_t ⊗ b̂_t+1 β̂_t+1 / c_t+1 (k, k), ξ's sum before the factor A."""
     n, k = log_B.shape
     m = len(starts) - 1
-    tiny = 2.2250738585072014e-308
-    B, c = np.empty((n, k)), np.empty(n)
+    AT = np.ascontiguousarray(A.T)
     nxt, beta, u = np.empty(k), np.empty(k), np.empty(k)
     start, pair = np.zeros(k), np.zeros((k, k))
-    neg_h, ell_b, status = 0.0, 0.0, 0.0
+    ell_b, status = 0.0, 0.0
     for s in range(m):
         a, b, ws = starts[s], starts[s + 1], w[s]
         lp = 0.0
-        for t in range(a, b):                                   # forward: α̂_t into wgamma[t]
-            mx = log_B[t, 0]
-            for j in range(1, k): mx = max(mx, log_B[t, j])
-            if mx == -np.inf: status = 1.0; mx = 0.0
-            for j in range(k): B[t, j] = np.exp(log_B[t, j] - mx)
+        for t in range(a, b):                                   # forward: α̂_t into alpha
             if t == a:
-                for j in range(k): nxt[j] = pi[j] * B[t, j]
+                for j in range(k): nxt[j] = pi[j] * vb[t, j]
             else:
                 for j in range(k): nxt[j] = 0.0
-                for i in range(k):
-                    ai = wgamma[t - 1, i]
+                for i in range(k):                              # α̂_t-1 A, one row of A at a time (vectorises over j)
+                    ai = alpha[t - 1, i]
                     for j in range(k): nxt[j] += ai * A[i, j]
-                for j in range(k): nxt[j] *= B[t, j]
+                for j in range(k): nxt[j] *= vb[t, j]
             tot = 0.0
             for j in range(k): tot += nxt[j]
             if not tot > 0:
                 if status == 0: status = 2.0
                 tot = 1.0
-            c[t] = tot
-            for j in range(k): wgamma[t, j] = nxt[j] / tot
-            lp += np.log(tot) + mx
+            c[t], r = tot, 1.0 / tot
+            for j in range(k): alpha[t, j] = nxt[j] * r
+            lp += np.log(tot) + shift[t]
         out[s] = lp
-        per = 0.0
         for j in range(k): beta[j] = 1.0
-        for t in range(b - 1, a - 1, -1):                      # backward: β̂_t in `beta`, then γ_t over α̂_t
+        for t in range(b - 1, a - 1, -1):                      # backward: β̂_t in `beta`; γ_t, then β̂_t-1 and ξ_t-1
             g = 0.0
-            for j in range(k): g += wgamma[t, j] * beta[j]
+            for j in range(k): g += alpha[t, j] * beta[j]
+            rg, rc = 1.0 / g, 1.0 / c[t]
             for j in range(k):
-                gj = wgamma[t, j] * beta[j] / g
-                if t < b - 1: per += gj * np.log(max(wgamma[t, j], tiny))            # Σ γ_t log α̂_t
-                if t > a: per += gj * np.log(max(B[t, j] * beta[j], tiny))          # Σ γ_t log b_t β̂_t
-                if b - a == 1: per += gj * np.log(max(gj, tiny))                       # one step: Σ γ log γ
-                elif a < t < b - 1: per -= gj * np.log(max(gj, tiny))                  # - Σ γ_t log γ_t inside
-                if gj > 0: ell_b += ws * gj * log_B[t, j]
-                u[j] = B[t, j] * beta[j] / c[t]
-                nxt[j] = gj
+                gj = alpha[t, j] * beta[j] * rg
+                gamma[t, j], wgamma[t, j] = gj, ws * gj
+                ell_b += ws * gj * max(log_B[t, j], -1e300)     # 0 log 0 = 0: γ = 0 wherever b = 0
+                vb[t, j] *= beta[j]
+                u[j] = vb[t, j] * rc
             if t > a:
-                per -= np.log(c[t])
-                for i in range(k):
-                    ai, acc = ws * wgamma[t - 1, i], 0.0
-                    for j in range(k):
-                        pair[i, j] += ai * u[j]
-                        acc += A[i, j] * u[j]
-                    beta[i] = acc
-            for j in range(k): wgamma[t, j] = ws * nxt[j]
+                for i in range(k):                              # Σ α̂_t-1 ⊗ u, row by row
+                    ai = ws * alpha[t - 1, i]
+                    for j in range(k): pair[i, j] += ai * u[j]
+                for i in range(k): beta[i] = 0.0
+                for j in range(k):                              # β̂_t-1 = A u, one column of A at a time
+                    uj = u[j]
+                    for i in range(k): beta[i] += AT[j, i] * uj
         for j in range(k): start[j] += wgamma[a, j]
-        neg_h += ws * per
-    out[m], out[m + 1], out[m + 2] = neg_h, ell_b, status
-    out[m + 3:m + 3 + k] = start
-    out[m + 3 + k:] = pair.ravel()
+    out[m], out[m + 1] = ell_b, status
+    out[m + 2:m + 2 + k] = start
+    out[m + 2 + k:] = pair.ravel()
+
+def _shift_loops(log_B, shift, out):
+    "Each row's largest entry into `shift` (n,) and log b minus it into `out` (n, k)."
+    n, k = log_B.shape
+    for t in range(n):
+        mx = log_B[t, 0]
+        for j in range(1, k): mx = max(mx, log_B[t, j])
+        shift[t] = mx
+        for j in range(k): out[t, j] = log_B[t, j] - mx
 
 def _diag_loops(X, means, prec, const, out):
     "log N(x_t | μ_j, diag(1/prec_j)) = const_j - ½ Σ_f prec_jf (x_tf - μ_jf)² into `out` (n, k), row by row."
@@ -1053,20 +1053,38 @@ def _compiled()->dict|None:
     if not _COMPILED:
         try: import numba
         except ImportError: _COMPILED['none'] = True; return None
-        for name, f in (('fb', _fb_loops), ('diag', _diag_loops)):
+        for name, f in (('fb', _fb_loops), ('shift', _shift_loops), ('diag', _diag_loops)):
             try: _COMPILED[name] = numba.njit(nogil=True, cache=True)(f)
             except Exception: _COMPILED[name] = numba.njit(nogil=True)(f)   # caching can fail (read-only install): compile per process
     return None if 'none' in _COMPILED else _COMPILED
 
-def _fb_compiled(kern:dict, log_B, starts, w, startprob, transmat)->tuple:
-    "(log p(x) (m,), w·γ (n, k), Σ w γ_1 (k,), Σ w Σ_t ξ_t (k, k), Σ w -H(q), Σ w γ log b) of a chunk by the compiled loops."
+def _fb_compiled(kern:dict, log_B, starts, w, startprob, transmat, scratch:dict|None=None)->tuple:
+    """(log p(x) (m,), w·γ (n, k), Σ w γ_1 (k,), Σ w Σ_t ξ_t (k, k), Σ w Σ q log q (14.5), Σ w γ log b, γ) of a chunk by
+    the compiled loops; `scratch` keeps the (n, k) work arrays of a chunk from one E-step to the next."""
     n, k = log_B.shape
     m = len(starts) - 1
-    wg, out = np.empty((n, k)), np.empty(m + 3 + k + k * k)
-    kern['fb'](np.ascontiguousarray(log_B, float), np.ascontiguousarray(starts, np.int64), np.ascontiguousarray(w, float),
-               np.ascontiguousarray(startprob, float), np.ascontiguousarray(transmat, float), wg, out)
-    if out[m + 2] == 1: raise ValueError("an observation has probability 0 under every state")
-    if out[m + 2] == 2: raise ValueError("a sequence has probability 0 under the current parameters (check zeros in startprob_/transmat_)")
-    xi = transmat * out[m + 3 + k:].reshape(k, k)
-    with np.errstate(divide='ignore'): neg_h = out[m] + _dot0(xi, np.log(transmat))
-    return out[:m], wg, out[m + 3:m + 3 + k], xi, neg_h, out[m + 1]
+    starts = np.ascontiguousarray(starts, np.int64)
+    scratch = {} if scratch is None else scratch
+    if scratch.get('shape') != (n, k): scratch.update(shape=(n, k), arrays=[np.empty((n, k)) for _ in range(5)], c=np.empty(n))
+    alpha, vb, gamma, wg, tmp = scratch['arrays']
+    c, out = scratch['c'], np.empty(m + 2 + k + k * k)
+    log_B = np.ascontiguousarray(log_B, float)
+    shift = np.empty(n)
+    kern['shift'](log_B, shift, vb)                             # each step's emissions scaled by their largest, as in numpy
+    if not np.isfinite(shift).all(): raise ValueError("an observation has probability 0 under every state")
+    np.exp(vb, out=vb)                                          # b̂, by numpy's vectorised exp
+    kern['fb'](log_B, shift, starts, np.ascontiguousarray(w, float), np.ascontiguousarray(startprob, float),
+               np.ascontiguousarray(transmat, float), alpha, vb, gamma, wg, c, out)
+    if out[m + 1] == 2: raise ValueError("a sequence has probability 0 under the current parameters (check zeros in startprob_/transmat_)")
+    xi = transmat * out[m + 2 + k:].reshape(k, k)
+    # (14.5) by rows, with numpy's vectorised log: γ log α̂ (all but last), γ log b̂β̂ - log c (all but first), -γ log γ (inside)
+    def row_plog(v): return np.einsum('ij,ij->i', gamma, np.log(np.maximum(v, _TINY, out=tmp), out=tmp))
+    r_a, r_b, r_g = row_plog(alpha), row_plog(vb), row_plog(gamma)
+    r_b -= np.log(c)
+    per = r_a + r_b - r_g
+    first, last = starts[:-1], starts[1:] - 1
+    per[first], per[last] = r_a[first], r_b[last]
+    one = first == last
+    per[first[one]] = r_g[first[one]]                           # a one-step chain: Σ γ log γ
+    with np.errstate(divide='ignore'): neg_h = float(np.add.reduceat(per, first) @ w) + _dot0(xi, np.log(transmat))
+    return out[:m], wg, out[m + 2:m + 2 + k], xi, neg_h, out[m], gamma
