@@ -964,7 +964,7 @@ class PoissonHMM(BaseHMM):
 
     def _draw(self, th, state, rs): return rs.poisson(th['lambdas'][state])
 
-# %% ../nbs/14_hmm.ipynb #846bdd1a
+# %% ../nbs/14_hmm.ipynb #763f1acd
 USE_NUMBA = os.environ.get('KLEM_NB_NUMBA', '1') != '0'   # False: the numpy recursion (14.4) above, the readable reference
 _ROWS_PER_COMPILED_CHUNK = 8_192   # the compiled path's thread unit: one chunk per sequence of this length or longer
 
@@ -1000,6 +1000,9 @@ def _fb_loops(log_B, shift, starts, w, pi, A, alpha, vb, gamma, wgamma, c, out):
             for j in range(k): alpha[t, j] = nxt[j] * r
             lp += np.log(tot) + shift[t]
         out[s] = lp
+        if status != 0:                                         # the caller raises
+            out[m + 1] = status
+            return
         for j in range(k): beta[j] = 1.0
         for t in range(b - 1, a - 1, -1):                      # backward: β̂_t in `beta`; γ_t, then β̂_t-1 and ξ_t-1
             g = 0.0
@@ -1054,8 +1057,8 @@ def _compiled()->dict|None:
         try: import numba
         except ImportError: _COMPILED['none'] = True; return None
         for name, f in (('fb', _fb_loops), ('shift', _shift_loops), ('diag', _diag_loops)):
-            try: _COMPILED[name] = numba.njit(nogil=True, cache=True)(f)
-            except Exception: _COMPILED[name] = numba.njit(nogil=True)(f)   # caching can fail (read-only install): compile per process
+            try: _COMPILED[name] = numba.njit(nogil=True, error_model='numpy', cache=True)(f)
+            except Exception: _COMPILED[name] = numba.njit(nogil=True, error_model='numpy')(f)   # caching can fail (read-only install): compile per process
     return None if 'none' in _COMPILED else _COMPILED
 
 def _fb_compiled(kern:dict, log_B, starts, w, startprob, transmat, scratch:dict|None=None)->tuple:
