@@ -437,7 +437,7 @@ class BaseHMM(BaseEstimator):
         X = self._check_X(X, fitting=False)
         th = self._fitted_theta(X)
         starts = self._starts(X, lengths)
-        log_B = self._log_frameprob(th, X, self._row_consts(X))
+        log_B = self._log_frameprob(th, X)
         kern = _compiled()
         if kern is not None:
             ll, gamma = _fb_compiled(kern, log_B, starts, np.ones(len(starts) - 1), th['startprob'], th['transmat'])[:2]
@@ -473,7 +473,7 @@ class BaseHMM(BaseEstimator):
         X = self._check_X(X, fitting=False)
         th = self._fitted_theta(X)
         starts = self._starts(X, lengths)
-        log_B = self._log_frameprob(th, X, self._row_consts(X))
+        log_B = self._log_frameprob(th, X)
         with np.errstate(divide='ignore'): log_pi, log_A = np.log(th['startprob']), np.log(th['transmat'])
         path, lp = np.empty(len(X), dtype=np.int64), 0.0
         for T, idx, rows in _by_length(starts):
@@ -633,29 +633,44 @@ class GaussianHMM(BaseHMM):
         if th['covars'].shape != shape: raise ValueError(f"{ct!r} covars must have shape {shape}, got {th['covars'].shape}")
         compute_precision_cholesky(th['covars'], ct)             # ValueError naming the component if not positive definite
 
+    def _precision_chol(self, covars):
+        "The precision Cholesky factors of `covars`, once per covariance array: the chunks of an E-step share them."
+        hit = self.__dict__.get('_pc_cache')
+        if hit is not None and hit[0] is covars and hit[1] == self.covariance_type: return hit[2]
+        pc = compute_precision_cholesky(covars, self.covariance_type)
+        self.__dict__['_pc_cache'] = (covars, self.covariance_type, pc)
+        return pc
+
     def _log_frameprob(self, th, X, consts=None):
-        out = np.zeros((len(X), self.n_components))
         obs = ~np.isnan(X[:, 0])
         Xo = X if obs.all() else X[obs]
-        ct, pc = self.covariance_type, compute_precision_cholesky(th['covars'], self.covariance_type)
-        kern = _compiled() if ct in ('diag', 'spherical') else None
+        ct, pc = self.covariance_type, self._precision_chol(th['covars'])
+        kern = _compiled()
         if kern is None: lp = estimate_log_gaussian_prob(Xo, th['means'], pc, ct)
         else:                                                 # one pass over the rows instead of one per state
             k, d = th['means'].shape
-            prec = np.ascontiguousarray(np.broadcast_to((pc ** 2)[:, None] if ct == 'spherical' else pc ** 2, (k, d)))
-            lp = np.empty((len(Xo), k))
-            kern['diag'](np.ascontiguousarray(Xo), np.ascontiguousarray(th['means'], float), prec,
-                         -0.5 * d * np.log(2 * np.pi) + log_det_cholesky(pc, ct, d), lp)
+            lp, const = np.empty((len(Xo), k)), -0.5 * d * np.log(2 * np.pi) + np.broadcast_to(log_det_cholesky(pc, ct, d), (k,))
+            Xc, means = np.ascontiguousarray(Xo), np.ascontiguousarray(th['means'], float)
+            if ct in ('diag', 'spherical'):
+                kern['diag'](Xc, means, np.ascontiguousarray(np.broadcast_to((pc ** 2)[:, None] if ct == 'spherical' else pc ** 2, (k, d))), const, lp)
+            else: kern['full'](Xc, means, np.ascontiguousarray(np.broadcast_to(pc, (k, d, d))), const, lp)
         if obs.all(): return lp
+        out = np.zeros((len(X), self.n_components))
         out[obs] = lp
         return out
 
+    def _row_consts(self, X):
+        "x x (diag, spherical) or the flattened x xᵀ (full, tied) of each row, for the second-moment statistics."
+        if self.covariance_type in ('spherical', 'diag'): return dict(xx=X * X)
+        return dict(xx=(X[:, :, None] * X[:, None, :]).reshape(len(X), -1))
+
     def _emission_stats(self, th, X, wg, consts=None):
         obs = ~np.isnan(X[:, 0])
-        if not obs.all(): X, wg = X[obs], wg[obs]
+        xx = (consts or self._row_consts(X))['xx']
+        if not obs.all(): X, wg, xx = X[obs], wg[obs], xx[obs]
         s = dict(post=wg.sum(0), obs=wg.T @ X)
-        if self.covariance_type in ('spherical', 'diag'): s['obs**2'] = wg.T @ (X * X)
-        else: s['obs*obs.T'] = np.stack([(X * wg[:, [j]]).T @ X for j in range(wg.shape[1])])
+        if self.covariance_type in ('spherical', 'diag'): s['obs**2'] = wg.T @ xx
+        else: s['obs*obs.T'] = (wg.T @ xx).reshape(-1, X.shape[1], X.shape[1])   # Σ_t γ_tj x_t x_tᵀ, one product for all j
         return s
 
     def _scatter(self, stats, means):
@@ -964,7 +979,7 @@ class PoissonHMM(BaseHMM):
 
     def _draw(self, th, state, rs): return rs.poisson(th['lambdas'][state])
 
-# %% ../nbs/14_hmm.ipynb #763f1acd
+# %% ../nbs/14_hmm.ipynb #08749b14
 USE_NUMBA = os.environ.get('KLEM_NB_NUMBA', '1') != '0'   # False: the numpy recursion (14.4) above, the readable reference
 _ROWS_PER_COMPILED_CHUNK = 8_192   # the compiled path's thread unit: one chunk per sequence of this length or longer
 
@@ -1036,6 +1051,21 @@ def _shift_loops(log_B, shift, out):
         shift[t] = mx
         for j in range(k): out[t, j] = log_B[t, j] - mx
 
+def _full_loops(X, means, prec_chol, const, out):
+    "log N(x_t | μ_j, Σ_j) = const_j - ½ |(x_t - μ_j) L_j|² with L_j L_jᵀ = Σ_j⁻¹, into `out` (n, k), row by row."
+    n, d = X.shape
+    k = len(means)
+    z = np.empty(d)
+    for t in range(n):
+        for j in range(k):
+            for g in range(d): z[g] = X[t, g] - means[j, g]
+            acc = 0.0
+            for f in range(d):
+                y = 0.0
+                for g in range(d): y += z[g] * prec_chol[j, g, f]
+                acc += y * y
+            out[t, j] = const[j] - 0.5 * acc
+
 def _diag_loops(X, means, prec, const, out):
     "log N(x_t | μ_j, diag(1/prec_j)) = const_j - ½ Σ_f prec_jf (x_tf - μ_jf)² into `out` (n, k), row by row."
     n, d = X.shape
@@ -1056,7 +1086,7 @@ def _compiled()->dict|None:
     if not _COMPILED:
         try: import numba
         except ImportError: _COMPILED['none'] = True; return None
-        for name, f in (('fb', _fb_loops), ('shift', _shift_loops), ('diag', _diag_loops)):
+        for name, f in (('fb', _fb_loops), ('shift', _shift_loops), ('diag', _diag_loops), ('full', _full_loops)):
             try: _COMPILED[name] = numba.njit(nogil=True, error_model='numpy', cache=True)(f)
             except Exception: _COMPILED[name] = numba.njit(nogil=True, error_model='numpy')(f)   # caching can fail (read-only install): compile per process
     return None if 'none' in _COMPILED else _COMPILED
