@@ -290,11 +290,11 @@ class HMMModel(EMModel):
         "Forward–backward on each sequence of the block (batched by length, chunks on threads), with its sums."
         w = np.ones(len(S)) if sample_weight is None else np.asarray(sample_weight, float)
         chunks = _chunks_of(S.lengths, _ROWS_PER_COMPILED_CHUNK if _compiled() is not None else _ROWS_PER_CHUNK)
-        def run(ab):
-            with one_blas_thread(): return self._e_chunk(S[ab[0]:ab[1]], w[ab[0]:ab[1]], stats)   # tall-skinny products: one BLAS thread is faster
-        if self.n_jobs > 1 and len(chunks) > 1:
-            with ThreadPoolExecutor(min(self.n_jobs, len(chunks))) as pool: parts = list(pool.map(run, chunks))
-        else: parts = [run(ab) for ab in chunks]
+        def run(ab): return self._e_chunk(S[ab[0]:ab[1]], w[ab[0]:ab[1]], stats)
+        with one_blas_thread():                                   # tall-skinny products: one BLAS thread is faster
+            if self.n_jobs > 1 and len(chunks) > 1:
+                with ThreadPoolExecutor(min(self.n_jobs, len(chunks))) as pool: parts = list(pool.map(run, chunks))
+            else: parts = [run(ab) for ab in chunks]
         total = parts[0]
         for p in parts[1:]: total = total + p
         return total
@@ -308,6 +308,149 @@ class HMMModel(EMModel):
         th = self.theta
         with np.errstate(divide='ignore'): log_pi, log_A = np.log(th['startprob']), np.log(th['transmat'])
         return _dot0(stats['start'], log_pi) + _dot0(stats['trans'], log_A) + self.est._emission_elj(th, stats)
+
+# %% ../nbs/14_hmm.ipynb #eaff7f1c
+USE_NUMBA = os.environ.get('KLEM_NB_NUMBA', '1') != '0'   # False: the numpy recursion (14.4) above, the readable reference
+_ROWS_PER_COMPILED_CHUNK = 8_192   # the compiled path's thread unit: one chunk per sequence of this length or longer
+
+def _fb_loops(log_B, shift, starts, w, pi, A, alpha, vb, gamma, wgamma, c, out):
+    """(14.4) one sequence at a time in plain loops. In: log b (n, k) of a chunk's rows, each row's shift (its largest
+    entry) (n,), b̂ = exp(log b - shift) in `vb`, sequence starts (m + 1,), weights (m,), π, A. Out, per row: α̂ (n, k),
+    b̂ β̂ in `vb`, γ and w·γ (n, k), c (n,); in `out` (m + 2 + k + k²,): log p(x) of each sequence, Σ w γ log b, a status
+    (2: a sequence impossible), Σ w γ_1 (k,) and Σ w Σ_t α̂_t ⊗ b̂_t+1 β̂_t+1 / c_t+1 (k, k), ξ's sum before the factor A."""
+    n, k = log_B.shape
+    m = len(starts) - 1
+    AT = np.ascontiguousarray(A.T)
+    nxt, beta, u = np.empty(k), np.empty(k), np.empty(k)
+    start, pair = np.zeros(k), np.zeros((k, k))
+    ell_b, status = 0.0, 0.0
+    for s in range(m):
+        a, b, ws = starts[s], starts[s + 1], w[s]
+        lp = 0.0
+        for t in range(a, b):                                   # forward: α̂_t into alpha
+            if t == a:
+                for j in range(k): nxt[j] = pi[j] * vb[t, j]
+            else:
+                for j in range(k): nxt[j] = 0.0
+                for i in range(k):                              # α̂_t-1 A, one row of A at a time (vectorises over j)
+                    ai = alpha[t - 1, i]
+                    for j in range(k): nxt[j] += ai * A[i, j]
+                for j in range(k): nxt[j] *= vb[t, j]
+            tot = 0.0
+            for j in range(k): tot += nxt[j]
+            if not tot > 0:
+                if status == 0: status = 2.0
+                tot = 1.0
+            c[t], r = tot, 1.0 / tot
+            for j in range(k): alpha[t, j] = nxt[j] * r
+            lp += np.log(tot) + shift[t]
+        out[s] = lp
+        if status != 0:                                         # the caller raises
+            out[m + 1] = status
+            return
+        for j in range(k): beta[j] = 1.0
+        for t in range(b - 1, a - 1, -1):                      # backward: β̂_t in `beta`; γ_t, then β̂_t-1 and ξ_t-1
+            g = 0.0
+            for j in range(k): g += alpha[t, j] * beta[j]
+            rg, rc = 1.0 / g, 1.0 / c[t]
+            for j in range(k):
+                gj = alpha[t, j] * beta[j] * rg
+                gamma[t, j], wgamma[t, j] = gj, ws * gj
+                ell_b += ws * gj * max(log_B[t, j], -1e300)     # 0 log 0 = 0: γ = 0 wherever b = 0
+                vb[t, j] *= beta[j]
+                u[j] = vb[t, j] * rc
+            if t > a:
+                for i in range(k):                              # Σ α̂_t-1 ⊗ u, row by row
+                    ai = ws * alpha[t - 1, i]
+                    for j in range(k): pair[i, j] += ai * u[j]
+                for i in range(k): beta[i] = 0.0
+                for j in range(k):                              # β̂_t-1 = A u, one column of A at a time
+                    uj = u[j]
+                    for i in range(k): beta[i] += AT[j, i] * uj
+        for j in range(k): start[j] += wgamma[a, j]
+    out[m], out[m + 1] = ell_b, status
+    out[m + 2:m + 2 + k] = start
+    out[m + 2 + k:] = pair.ravel()
+
+def _shift_loops(log_B, shift, out):
+    "Each row's largest entry into `shift` (n,) and log b minus it into `out` (n, k)."
+    n, k = log_B.shape
+    for t in range(n):
+        mx = log_B[t, 0]
+        for j in range(1, k): mx = max(mx, log_B[t, j])
+        shift[t] = mx
+        for j in range(k): out[t, j] = log_B[t, j] - mx
+
+def _full_loops(X, means, prec_chol, const, out):
+    "log N(x_t | μ_j, Σ_j) = const_j - ½ |(x_t - μ_j) L_j|² with L_j L_jᵀ = Σ_j⁻¹, into `out` (n, k), row by row."
+    n, d = X.shape
+    k = len(means)
+    z = np.empty(d)
+    for t in range(n):
+        for j in range(k):
+            for g in range(d): z[g] = X[t, g] - means[j, g]
+            acc = 0.0
+            for f in range(d):
+                y = 0.0
+                for g in range(d): y += z[g] * prec_chol[j, g, f]
+                acc += y * y
+            out[t, j] = const[j] - 0.5 * acc
+
+def _diag_loops(X, means, prec, const, out):
+    "log N(x_t | μ_j, diag(1/prec_j)) = const_j - ½ Σ_f prec_jf (x_tf - μ_jf)² into `out` (n, k), row by row."
+    n, d = X.shape
+    k = len(means)
+    for t in range(n):
+        for j in range(k):
+            acc = 0.0
+            for f in range(d):
+                z = X[t, f] - means[j, f]
+                acc += prec[j, f] * z * z
+            out[t, j] = const[j] - 0.5 * acc
+
+_COMPILED = {}
+
+def _compiled()->dict|None:
+    "The loops above compiled by numba (nogil, cached on disk when it can be), once per process; None without numba or when `USE_NUMBA` is off."
+    if not USE_NUMBA: return None
+    if not _COMPILED:
+        try: import numba
+        except ImportError: _COMPILED['none'] = True; return None
+        for name, f in (('fb', _fb_loops), ('shift', _shift_loops), ('diag', _diag_loops), ('full', _full_loops)):
+            try: _COMPILED[name] = numba.njit(nogil=True, error_model='numpy', cache=True)(f)
+            except Exception: _COMPILED[name] = numba.njit(nogil=True, error_model='numpy')(f)   # caching can fail (read-only install): compile per process
+    return None if 'none' in _COMPILED else _COMPILED
+
+def _fb_compiled(kern:dict, log_B, starts, w, startprob, transmat, scratch:dict|None=None)->tuple:
+    """(log p(x) (m,), w·γ (n, k), Σ w γ_1 (k,), Σ w Σ_t ξ_t (k, k), Σ w Σ q log q (14.5), Σ w γ log b, γ) of a chunk by
+    the compiled loops; `scratch` keeps the (n, k) work arrays of a chunk from one E-step to the next."""
+    n, k = log_B.shape
+    m = len(starts) - 1
+    starts = np.ascontiguousarray(starts, np.int64)
+    scratch = {} if scratch is None else scratch
+    if scratch.get('shape') != (n, k): scratch.update(shape=(n, k), arrays=[np.empty((n, k)) for _ in range(5)], c=np.empty(n))
+    alpha, vb, gamma, wg, tmp = scratch['arrays']
+    c, out = scratch['c'], np.empty(m + 2 + k + k * k)
+    log_B = np.ascontiguousarray(log_B, float)
+    shift = np.empty(n)
+    kern['shift'](log_B, shift, vb)                             # each step's emissions scaled by their largest, as in numpy
+    if not np.isfinite(shift).all(): raise ValueError("an observation has probability 0 under every state")
+    np.exp(vb, out=vb)                                          # b̂, by numpy's vectorised exp
+    kern['fb'](log_B, shift, starts, np.ascontiguousarray(w, float), np.ascontiguousarray(startprob, float),
+               np.ascontiguousarray(transmat, float), alpha, vb, gamma, wg, c, out)
+    if out[m + 1] == 2: raise ValueError("a sequence has probability 0 under the current parameters (check zeros in startprob_/transmat_)")
+    xi = transmat * out[m + 2 + k:].reshape(k, k)
+    # (14.5) by rows, with numpy's vectorised log: γ log α̂ (all but last), γ log b̂β̂ - log c (all but first), -γ log γ (inside)
+    def row_plog(v): return np.einsum('ij,ij->i', gamma, np.log(np.maximum(v, _TINY, out=tmp), out=tmp))
+    r_a, r_b, r_g = row_plog(alpha), row_plog(vb), row_plog(gamma)
+    r_b -= np.log(c)
+    per = r_a + r_b - r_g
+    first, last = starts[:-1], starts[1:] - 1
+    per[first], per[last] = r_a[first], r_b[last]
+    one = first == last
+    per[first[one]] = r_g[first[one]]                           # a one-step chain: Σ γ log γ
+    with np.errstate(divide='ignore'): neg_h = float(np.add.reduceat(per, first) @ w) + _dot0(xi, np.log(transmat))
+    return out[:m], wg, out[m + 2:m + 2 + k], xi, neg_h, out[m], gamma
 
 # %% ../nbs/14_hmm.ipynb #a1679b70
 def _normalize(a:np.ndarray, axis=None)->np.ndarray:
@@ -978,146 +1121,3 @@ class PoissonHMM(BaseHMM):
             th['lambdas'] = (self.lambdas_prior + n * y_bar) / (self.lambdas_weight + n)
 
     def _draw(self, th, state, rs): return rs.poisson(th['lambdas'][state])
-
-# %% ../nbs/14_hmm.ipynb #08749b14
-USE_NUMBA = os.environ.get('KLEM_NB_NUMBA', '1') != '0'   # False: the numpy recursion (14.4) above, the readable reference
-_ROWS_PER_COMPILED_CHUNK = 8_192   # the compiled path's thread unit: one chunk per sequence of this length or longer
-
-def _fb_loops(log_B, shift, starts, w, pi, A, alpha, vb, gamma, wgamma, c, out):
-    """(14.4) one sequence at a time in plain loops. In: log b (n, k) of a chunk's rows, each row's shift (its largest
-    entry) (n,), b̂ = exp(log b - shift) in `vb`, sequence starts (m + 1,), weights (m,), π, A. Out, per row: α̂ (n, k),
-    b̂ β̂ in `vb`, γ and w·γ (n, k), c (n,); in `out` (m + 2 + k + k²,): log p(x) of each sequence, Σ w γ log b, a status
-    (2: a sequence impossible), Σ w γ_1 (k,) and Σ w Σ_t α̂_t ⊗ b̂_t+1 β̂_t+1 / c_t+1 (k, k), ξ's sum before the factor A."""
-    n, k = log_B.shape
-    m = len(starts) - 1
-    AT = np.ascontiguousarray(A.T)
-    nxt, beta, u = np.empty(k), np.empty(k), np.empty(k)
-    start, pair = np.zeros(k), np.zeros((k, k))
-    ell_b, status = 0.0, 0.0
-    for s in range(m):
-        a, b, ws = starts[s], starts[s + 1], w[s]
-        lp = 0.0
-        for t in range(a, b):                                   # forward: α̂_t into alpha
-            if t == a:
-                for j in range(k): nxt[j] = pi[j] * vb[t, j]
-            else:
-                for j in range(k): nxt[j] = 0.0
-                for i in range(k):                              # α̂_t-1 A, one row of A at a time (vectorises over j)
-                    ai = alpha[t - 1, i]
-                    for j in range(k): nxt[j] += ai * A[i, j]
-                for j in range(k): nxt[j] *= vb[t, j]
-            tot = 0.0
-            for j in range(k): tot += nxt[j]
-            if not tot > 0:
-                if status == 0: status = 2.0
-                tot = 1.0
-            c[t], r = tot, 1.0 / tot
-            for j in range(k): alpha[t, j] = nxt[j] * r
-            lp += np.log(tot) + shift[t]
-        out[s] = lp
-        if status != 0:                                         # the caller raises
-            out[m + 1] = status
-            return
-        for j in range(k): beta[j] = 1.0
-        for t in range(b - 1, a - 1, -1):                      # backward: β̂_t in `beta`; γ_t, then β̂_t-1 and ξ_t-1
-            g = 0.0
-            for j in range(k): g += alpha[t, j] * beta[j]
-            rg, rc = 1.0 / g, 1.0 / c[t]
-            for j in range(k):
-                gj = alpha[t, j] * beta[j] * rg
-                gamma[t, j], wgamma[t, j] = gj, ws * gj
-                ell_b += ws * gj * max(log_B[t, j], -1e300)     # 0 log 0 = 0: γ = 0 wherever b = 0
-                vb[t, j] *= beta[j]
-                u[j] = vb[t, j] * rc
-            if t > a:
-                for i in range(k):                              # Σ α̂_t-1 ⊗ u, row by row
-                    ai = ws * alpha[t - 1, i]
-                    for j in range(k): pair[i, j] += ai * u[j]
-                for i in range(k): beta[i] = 0.0
-                for j in range(k):                              # β̂_t-1 = A u, one column of A at a time
-                    uj = u[j]
-                    for i in range(k): beta[i] += AT[j, i] * uj
-        for j in range(k): start[j] += wgamma[a, j]
-    out[m], out[m + 1] = ell_b, status
-    out[m + 2:m + 2 + k] = start
-    out[m + 2 + k:] = pair.ravel()
-
-def _shift_loops(log_B, shift, out):
-    "Each row's largest entry into `shift` (n,) and log b minus it into `out` (n, k)."
-    n, k = log_B.shape
-    for t in range(n):
-        mx = log_B[t, 0]
-        for j in range(1, k): mx = max(mx, log_B[t, j])
-        shift[t] = mx
-        for j in range(k): out[t, j] = log_B[t, j] - mx
-
-def _full_loops(X, means, prec_chol, const, out):
-    "log N(x_t | μ_j, Σ_j) = const_j - ½ |(x_t - μ_j) L_j|² with L_j L_jᵀ = Σ_j⁻¹, into `out` (n, k), row by row."
-    n, d = X.shape
-    k = len(means)
-    z = np.empty(d)
-    for t in range(n):
-        for j in range(k):
-            for g in range(d): z[g] = X[t, g] - means[j, g]
-            acc = 0.0
-            for f in range(d):
-                y = 0.0
-                for g in range(d): y += z[g] * prec_chol[j, g, f]
-                acc += y * y
-            out[t, j] = const[j] - 0.5 * acc
-
-def _diag_loops(X, means, prec, const, out):
-    "log N(x_t | μ_j, diag(1/prec_j)) = const_j - ½ Σ_f prec_jf (x_tf - μ_jf)² into `out` (n, k), row by row."
-    n, d = X.shape
-    k = len(means)
-    for t in range(n):
-        for j in range(k):
-            acc = 0.0
-            for f in range(d):
-                z = X[t, f] - means[j, f]
-                acc += prec[j, f] * z * z
-            out[t, j] = const[j] - 0.5 * acc
-
-_COMPILED = {}
-
-def _compiled()->dict|None:
-    "The loops above compiled by numba (nogil, cached on disk when it can be), once per process; None without numba or when `USE_NUMBA` is off."
-    if not USE_NUMBA: return None
-    if not _COMPILED:
-        try: import numba
-        except ImportError: _COMPILED['none'] = True; return None
-        for name, f in (('fb', _fb_loops), ('shift', _shift_loops), ('diag', _diag_loops), ('full', _full_loops)):
-            try: _COMPILED[name] = numba.njit(nogil=True, error_model='numpy', cache=True)(f)
-            except Exception: _COMPILED[name] = numba.njit(nogil=True, error_model='numpy')(f)   # caching can fail (read-only install): compile per process
-    return None if 'none' in _COMPILED else _COMPILED
-
-def _fb_compiled(kern:dict, log_B, starts, w, startprob, transmat, scratch:dict|None=None)->tuple:
-    """(log p(x) (m,), w·γ (n, k), Σ w γ_1 (k,), Σ w Σ_t ξ_t (k, k), Σ w Σ q log q (14.5), Σ w γ log b, γ) of a chunk by
-    the compiled loops; `scratch` keeps the (n, k) work arrays of a chunk from one E-step to the next."""
-    n, k = log_B.shape
-    m = len(starts) - 1
-    starts = np.ascontiguousarray(starts, np.int64)
-    scratch = {} if scratch is None else scratch
-    if scratch.get('shape') != (n, k): scratch.update(shape=(n, k), arrays=[np.empty((n, k)) for _ in range(5)], c=np.empty(n))
-    alpha, vb, gamma, wg, tmp = scratch['arrays']
-    c, out = scratch['c'], np.empty(m + 2 + k + k * k)
-    log_B = np.ascontiguousarray(log_B, float)
-    shift = np.empty(n)
-    kern['shift'](log_B, shift, vb)                             # each step's emissions scaled by their largest, as in numpy
-    if not np.isfinite(shift).all(): raise ValueError("an observation has probability 0 under every state")
-    np.exp(vb, out=vb)                                          # b̂, by numpy's vectorised exp
-    kern['fb'](log_B, shift, starts, np.ascontiguousarray(w, float), np.ascontiguousarray(startprob, float),
-               np.ascontiguousarray(transmat, float), alpha, vb, gamma, wg, c, out)
-    if out[m + 1] == 2: raise ValueError("a sequence has probability 0 under the current parameters (check zeros in startprob_/transmat_)")
-    xi = transmat * out[m + 2 + k:].reshape(k, k)
-    # (14.5) by rows, with numpy's vectorised log: γ log α̂ (all but last), γ log b̂β̂ - log c (all but first), -γ log γ (inside)
-    def row_plog(v): return np.einsum('ij,ij->i', gamma, np.log(np.maximum(v, _TINY, out=tmp), out=tmp))
-    r_a, r_b, r_g = row_plog(alpha), row_plog(vb), row_plog(gamma)
-    r_b -= np.log(c)
-    per = r_a + r_b - r_g
-    first, last = starts[:-1], starts[1:] - 1
-    per[first], per[last] = r_a[first], r_b[last]
-    one = first == last
-    per[first[one]] = r_g[first[one]]                           # a one-step chain: Σ γ log γ
-    with np.errstate(divide='ignore'): neg_h = float(np.add.reduceat(per, first) @ w) + _dot0(xi, np.log(transmat))
-    return out[:m], wg, out[m + 2:m + 2 + k], xi, neg_h, out[m], gamma
