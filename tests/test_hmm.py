@@ -448,3 +448,16 @@ def test_numba_is_imported_lazily_and_optional():
         on = _python(fit, KLEM_NB_NUMBA='1')
         assert on[:2] == ['True', 'True']
         np.testing.assert_allclose(float(on[2]), float(off[2]), rtol=1e-12)
+
+@pytest.mark.skipif(numba is None, reason='numba is not installed')
+def test_compiled_without_a_disk_cache():
+    "When numba cannot cache on disk (a read-only install raises at decoration), the loops are compiled per process."
+    code = ("import numba, numpy as np; real = numba.njit\n"
+            "def njit(*a, **k):\n"
+            "    if k.get('cache'): raise RuntimeError('cannot cache function: no locator available')\n"
+            "    return real(*a, **k)\n"
+            "numba.njit = njit\n"
+            "import klem_nb.hmm as H\n"
+            "e = H.PoissonHMM(2, n_iter=3, random_state=0).fit(np.random.default_rng(0).poisson(4, size=(200, 1)).astype(float))\n"
+            "print(H._compiled() is not None, np.isfinite(e.lambdas_).all())")
+    assert _python(code, KLEM_NB_NUMBA='1') == ['True', 'True']
