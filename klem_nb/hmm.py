@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_hmm.ipynb #8cfd28dd
 from __future__ import annotations
-import os
+import os, queue
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -244,30 +244,32 @@ class HMMModel(EMModel):
     "The `EMModel` of an HMM: the data units are whole sequences, θ = (π, A, emission parameters) in `theta`."
     def __init__(self, est, theta:dict, n_jobs:int=1):
         self.est, self.theta, self.n_jobs = est, theta, n_jobs
-        self._prior, self._data = (None, 0.0), {}
+        self._prior, self._data, self._scratch = (None, 0.0), {}, queue.SimpleQueue()
 
     def log_prior(self)->float:
         "log p(θ) of hmmlearn's priors at the current θ (0 when flat), once per θ: `em` adds it to the ledger's L and F."
         if self._prior[0] is not self.theta: self._prior = (self.theta, self.est._log_prior(self.theta))
         return self._prior[1]
 
-    def _chunk_data(self, X:np.ndarray)->dict:
-        "What a chunk of rows keeps for the whole fit: the family's row constants (Poisson: log x!) and work arrays."
+    def _consts(self, X:np.ndarray)->dict:
+        "The family's row constants of a chunk (Poisson: log x!, 8 bytes a row), computed once per fit."
         key = (X.__array_interface__['data'][0], X.shape)
-        if key not in self._data: self._data[key] = dict(consts=self.est._row_consts(X), scratch={})
+        if key not in self._data: self._data[key] = self.est._row_consts(X)
         return self._data[key]
 
     def _e_chunk(self, S:Sequences, w:np.ndarray, stats:bool)->EStep:
         th, est = self.theta, self.est
-        data = self._chunk_data(S.X)
-        consts = data['consts']
+        consts = self._consts(S.X)
         log_B = est._log_frameprob(th, S.X, consts)               # (n, k), 0 on missing rows
         with np.errstate(divide='ignore'): log_pi, log_A = np.log(th['startprob']), np.log(th['transmat'])
         kern = _compiled()
         if kern is not None:                                      # the same sums from the compiled loops (see Speed)
-            ll, wg, start, xi, neg_h, ell_b, _ = _fb_compiled(kern, log_B, S.starts, w, th['startprob'], th['transmat'], data['scratch'])
+            try: scratch = self._scratch.get_nowait()             # work arrays reused by the chunks, one set per thread
+            except queue.Empty: scratch = {}
+            ll, wg, start, xi, neg_h, ell_b, _ = _fb_compiled(kern, log_B, S.starts, w, th['startprob'], th['transmat'], scratch)
             ell = _dot0(start, log_pi) + _dot0(xi, log_A) + ell_b
             s = dict(start=start, trans=xi, **est._emission_stats(th, S.X, wg, consts)) if stats else None
+            self._scratch.put(scratch)
             return EStep(float(w.sum()), float(w @ ll), ell, neg_h, s)
         gamma = np.empty_like(log_B)
         ll, xi, neg_h = np.empty(len(S)), 0.0, 0.0
@@ -423,14 +425,14 @@ def _compiled()->dict|None:
 
 def _fb_compiled(kern:dict, log_B, starts, w, startprob, transmat, scratch:dict|None=None)->tuple:
     """(log p(x) (m,), w·γ (n, k), Σ w γ_1 (k,), Σ w Σ_t ξ_t (k, k), Σ w Σ q log q (14.5), Σ w γ log b, γ) of a chunk by
-    the compiled loops; `scratch` keeps the (n, k) work arrays of a chunk from one E-step to the next."""
+    the compiled loops; `scratch` keeps (n, k) work arrays (as large as the largest chunk) from one call to the next."""
     n, k = log_B.shape
     m = len(starts) - 1
     starts = np.ascontiguousarray(starts, np.int64)
     scratch = {} if scratch is None else scratch
-    if scratch.get('shape') != (n, k): scratch.update(shape=(n, k), arrays=[np.empty((n, k)) for _ in range(5)], c=np.empty(n))
-    alpha, vb, gamma, wg, tmp = scratch['arrays']
-    c, out = scratch['c'], np.empty(m + 2 + k + k * k)
+    if scratch.get('k') != k or scratch['rows'] < n: scratch.update(k=k, rows=n, arrays=[np.empty((n, k)) for _ in range(5)], c=np.empty(n))
+    alpha, vb, gamma, wg, tmp = (a[:n] for a in scratch['arrays'])
+    c, out = scratch['c'][:n], np.empty(m + 2 + k + k * k)
     log_B = np.ascontiguousarray(log_B, float)
     shift = np.empty(n)
     kern['shift'](log_B, shift, vb)                             # each step's emissions scaled by their largest, as in numpy
@@ -802,18 +804,15 @@ class GaussianHMM(BaseHMM):
         out[obs] = lp
         return out
 
-    def _row_consts(self, X):
-        "x x (diag, spherical) or the flattened x xᵀ (full, tied) of each row, for the second-moment statistics."
-        if self.covariance_type in ('spherical', 'diag'): return dict(xx=X * X)
-        return dict(xx=(X[:, :, None] * X[:, None, :]).reshape(len(X), -1))
-
     def _emission_stats(self, th, X, wg, consts=None):
         obs = ~np.isnan(X[:, 0])
-        xx = (consts or self._row_consts(X))['xx']
-        if not obs.all(): X, wg, xx = X[obs], wg[obs], xx[obs]
+        if not obs.all(): X, wg = X[obs], wg[obs]
         s = dict(post=wg.sum(0), obs=wg.T @ X)
-        if self.covariance_type in ('spherical', 'diag'): s['obs**2'] = wg.T @ xx
-        else: s['obs*obs.T'] = (wg.T @ xx).reshape(-1, X.shape[1], X.shape[1])   # Σ_t γ_tj x_t x_tᵀ, one product for all j
+        n, d = X.shape
+        if self.covariance_type in ('spherical', 'diag'): s['obs**2'] = wg.T @ (X * X)
+        elif n * d * d <= 1 << 22:                                # Σ_t γ_tj x_t x_tᵀ for all j by one product, when x xᵀ is small
+            s['obs*obs.T'] = (wg.T @ (X[:, :, None] * X[:, None, :]).reshape(n, d * d)).reshape(-1, d, d)
+        else: s['obs*obs.T'] = np.stack([(X * wg[:, [j]]).T @ X for j in range(wg.shape[1])])
         return s
 
     def _scatter(self, stats, means):
