@@ -19,6 +19,7 @@ status = int(cfg['status'])
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
 dask_requirements = cfg.get('dask_requirements', '').split()   # klem_nb[dask]: fits on Dask arrays
+hmm_requirements = cfg.get('hmm_requirements', '').split()     # klem_nb[hmm]: compiled HMM E-step (numba)
 scripts = [s.strip() for s in cfg.get('console_scripts', '').split('\n') if s.strip()]
 package_data = {}
 for line in cfg.get('package_data', '').split('\n'):
@@ -52,7 +53,7 @@ setuptools.setup(
     package_data=package_data,
     python_requires=f'>={min_python}',
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'dask': dask_requirements},
+    extras_require={'dev': dev_requirements, 'dask': dask_requirements, 'hmm': hmm_requirements},
     entry_points={'console_scripts': scripts, 'nbdev': [f'{cfg["lib_path"]}={cfg["lib_path"]}._modidx:d']},
     zip_safe=False,
 )

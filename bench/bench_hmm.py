@@ -4,11 +4,14 @@
 Every estimator starts from the same hand-set parameters (init_params='') and runs exactly `--iters` iterations
 (tol=-inf: hmmlearn stops when the gain is below tol, which a finite tol may meet). Seconds per iteration = the best
 of `--repeat` whole fits over `--iters` (a fit also validates X once; klem_nb's engine also runs one final E-step
-for the ledger, which is counted against it). `ratio` = hmmlearn's faster implementation over klem_nb (above 1:
-klem_nb is faster). `rel diff` = relative difference of the final log-likelihoods of klem_nb and hmmlearn 'log'.
+for the ledger, which is counted against it). `klem_nb` is the default E-step (compiled by numba when it is
+installed, on `--n-jobs` threads), `numpy` the numpy fallback (klem_nb.hmm.USE_NUMBA = False, same threads).
+`ratio` = hmmlearn's faster implementation over klem_nb (above 1: klem_nb is faster), `np ratio` the same for the
+numpy path. `rel diff` = relative difference of the final log-likelihoods of klem_nb and hmmlearn 'log'.
 
     python bench/bench_hmm.py              # the issue's shapes: 10 sequences x 10,000 steps, d = 4, k in (4, 16)
     python bench/bench_hmm.py --quick      # 10 sequences x 1,000 steps
+    python bench/bench_hmm.py --n-jobs 1   # klem_nb on one thread, like hmmlearn
 """
 import argparse, logging, os, sys, time
 from pathlib import Path
@@ -64,15 +67,21 @@ def timed_fit(make, start, X, lengths, iters, repeat):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--quick', action='store_true'); p.add_argument('--iters', type=int, default=5)
-    p.add_argument('--repeat', type=int, default=2); p.add_argument('--n-jobs', type=int, default=None)
+    p.add_argument('--repeat', type=int, default=2); p.add_argument('--n-jobs', type=int, default=-1)
+    p.add_argument('--no-numpy', action='store_true', help='skip the numpy-path column')
     a = p.parse_args(argv)
     from hmmlearn import hmm
     from klem_nb import hmm as kh
     T = 1_000 if a.quick else 10_000
     cases = [('gaussian', ct, k, 4) for ct in ('diag', 'full') for k in (4, 16)] + \
             [('categorical', None, k, 8) for k in (4, 16)] + [('poisson', None, k, 4) for k in (4, 16)]
-    print(f"10 sequences x {T} steps, {a.iters} iterations, best of {a.repeat}; load average {os.getloadavg()}")
-    print(f"{'model':<22}{'k':>4}{'hmml log':>11}{'hmml scal':>11}{'klem_nb':>10}{'ratio':>8}{'rel diff':>10}   (ms / iteration)")
+    compiled = kh._compiled() is not None
+    if compiled: kh.PoissonHMM(2, n_iter=2, random_state=0).fit(np.arange(40.)[:, None] % 5)   # load the compiled loops first
+    print(f"10 sequences x {T} steps, {a.iters} iterations, best of {a.repeat}; klem_nb n_jobs={a.n_jobs}, "
+          f"{'numba ' + __import__('numba').__version__ if compiled else 'numpy only (numba not installed)'}; "
+          f"load average {tuple(round(x, 2) for x in os.getloadavg())}")
+    print(f"{'model':<22}{'k':>4}{'hmml log':>11}{'hmml scal':>11}{'numpy':>9}{'klem_nb':>10}{'np ratio':>9}{'ratio':>8}{'rel diff':>10}"
+          "   (ms / iteration)")
     for fam, ct, k, d in cases:
         X, lengths, start = problem(fam, k, d, 10, T, ct)
         kw = dict(n_components=k, init_params='', n_iter=a.iters, tol=-np.inf)
@@ -81,10 +90,17 @@ def main(argv=None):
         Ours = {'gaussian': kh.GaussianHMM, 'categorical': kh.CategoricalHMM, 'poisson': kh.PoissonHMM}[fam]
         t_log, e_log = timed_fit(lambda: Peer(**kw, implementation='log'), start, X, lengths, a.iters, a.repeat)
         t_sc, _ = timed_fit(lambda: Peer(**kw, implementation='scaling'), start, X, lengths, a.iters, a.repeat)
+        t_np = np.nan
+        if not a.no_numpy:
+            kh.USE_NUMBA = False
+            try: t_np, _ = timed_fit(lambda: Ours(**kw, n_jobs=a.n_jobs), start, X, lengths, a.iters, a.repeat)
+            finally: kh.USE_NUMBA = True
         t_k, e_k = timed_fit(lambda: Ours(**kw, n_jobs=a.n_jobs), start, X, lengths, a.iters, a.repeat)
         rel = abs(e_k.lower_bounds_[-1] - e_log.monitor_.history[-1]) / abs(e_log.monitor_.history[-1])
         name = fam + (f' {ct}' if ct else '')
-        print(f"{name:<22}{k:>4}{t_log*1e3:>11.1f}{t_sc*1e3:>11.1f}{t_k*1e3:>10.1f}{min(t_log, t_sc)/t_k:>8.2f}{rel:>10.1e}", flush=True)
+        best = min(t_log, t_sc)
+        print(f"{name:<22}{k:>4}{t_log*1e3:>11.1f}{t_sc*1e3:>11.1f}{t_np*1e3:>9.1f}{t_k*1e3:>10.1f}{best/t_np:>9.2f}{best/t_k:>8.2f}"
+              f"{rel:>10.1e}", flush=True)
 
 
 if __name__ == '__main__':

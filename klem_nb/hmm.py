@@ -4,6 +4,7 @@
 
 # %% ../nbs/14_hmm.ipynb #8cfd28dd
 from __future__ import annotations
+import os, queue
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -12,11 +13,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .em import EStep, EMModel, em
-from .gaussian import compute_precision_cholesky, estimate_log_gaussian_prob, available_cpus, one_blas_thread
+from .gaussian import compute_precision_cholesky, estimate_log_gaussian_prob, log_det_cholesky, available_cpus, one_blas_thread
 
 # %% auto #0
-__all__ = ['CHUNKED_MIN_T', 'CHUNKED_MAX_K', 'PAD_RATIO', 'Sequences', 'split_lengths', 'forward_backward', 'viterbi', 'HMMModel',
-           'BaseHMM', 'GaussianHMM', 'CategoricalHMM', 'PoissonHMM']
+__all__ = ['CHUNKED_MIN_T', 'CHUNKED_MAX_K', 'PAD_RATIO', 'USE_NUMBA', 'Sequences', 'split_lengths', 'forward_backward',
+           'viterbi', 'HMMModel', 'BaseHMM', 'GaussianHMM', 'CategoricalHMM', 'PoissonHMM']
 
 # %% ../nbs/14_hmm.ipynb #639c1e62
 class Sequences:
@@ -208,12 +209,12 @@ def viterbi(
 # %% ../nbs/14_hmm.ipynb #5ccc68f5
 _ROWS_PER_CHUNK = 262_144   # sequences are E-stepped in chunks of about this many rows (whole sequences): a thread's unit
 
-def _chunks_of(lengths:np.ndarray)->list:
-    "Consecutive runs of sequences (a, b) of about `_ROWS_PER_CHUNK` rows; fixed by the data alone, not the thread count."
+def _chunks_of(lengths:np.ndarray, rows_per_chunk:int=_ROWS_PER_CHUNK)->list:
+    "Consecutive runs of sequences (a, b) of about `rows_per_chunk` rows; fixed by the data alone, not the thread count."
     out, a, rows = [], 0, 0
     for i, L in enumerate(lengths):
         rows += L
-        if rows >= _ROWS_PER_CHUNK: out.append((a, i + 1)); a, rows = i + 1, 0
+        if rows >= rows_per_chunk: out.append((a, i + 1)); a, rows = i + 1, 0
     if a < len(lengths): out.append((a, len(lengths)))
     return out
 
@@ -243,17 +244,33 @@ class HMMModel(EMModel):
     "The `EMModel` of an HMM: the data units are whole sequences, θ = (π, A, emission parameters) in `theta`."
     def __init__(self, est, theta:dict, n_jobs:int=1):
         self.est, self.theta, self.n_jobs = est, theta, n_jobs
-        self._prior = (None, 0.0)
+        self._prior, self._data, self._scratch = (None, 0.0), {}, queue.SimpleQueue()
 
     def log_prior(self)->float:
         "log p(θ) of hmmlearn's priors at the current θ (0 when flat), once per θ: `em` adds it to the ledger's L and F."
         if self._prior[0] is not self.theta: self._prior = (self.theta, self.est._log_prior(self.theta))
         return self._prior[1]
 
+    def _consts(self, X:np.ndarray)->dict:
+        "The family's row constants of a chunk (Poisson: log x!, 8 bytes a row), computed once per fit."
+        key = (X.__array_interface__['data'][0], X.shape)
+        if key not in self._data: self._data[key] = self.est._row_consts(X)
+        return self._data[key]
+
     def _e_chunk(self, S:Sequences, w:np.ndarray, stats:bool)->EStep:
         th, est = self.theta, self.est
-        log_B = est._log_frameprob(th, S.X)                       # (n, k), 0 on missing rows
+        consts = self._consts(S.X)
+        log_B = est._log_frameprob(th, S.X, consts)               # (n, k), 0 on missing rows
         with np.errstate(divide='ignore'): log_pi, log_A = np.log(th['startprob']), np.log(th['transmat'])
+        kern = _compiled()
+        if kern is not None:                                      # the same sums from the compiled loops (see Speed)
+            try: scratch = self._scratch.get_nowait()             # work arrays reused by the chunks, one set per thread
+            except queue.Empty: scratch = {}
+            ll, wg, start, xi, neg_h, ell_b, _ = _fb_compiled(kern, log_B, S.starts, w, th['startprob'], th['transmat'], scratch)
+            ell = _dot0(start, log_pi) + _dot0(xi, log_A) + ell_b
+            s = dict(start=start, trans=xi, **est._emission_stats(th, S.X, wg, consts)) if stats else None
+            self._scratch.put(scratch)
+            return EStep(float(w.sum()), float(w @ ll), ell, neg_h, s)
         gamma = np.empty_like(log_B)
         ll, xi, neg_h = np.empty(len(S)), 0.0, 0.0
         for T, idx, rows, ln in _buckets(S.starts):
@@ -268,18 +285,18 @@ class HMMModel(EMModel):
         wg = gamma * np.repeat(w, S.lengths)[:, None]               # posteriors times the sequence weights
         start = wg[S.starts[:-1]].sum(0)
         ell = _dot0(start, log_pi) + _dot0(xi, log_A) + _dot0(wg, log_B)
-        s = dict(start=start, trans=xi + np.zeros_like(log_A), **est._emission_stats(th, S.X, wg)) if stats else None
+        s = dict(start=start, trans=xi + np.zeros_like(log_A), **est._emission_stats(th, S.X, wg, consts)) if stats else None
         return EStep(float(w.sum()), float(w @ ll), ell, neg_h, s)
 
     def e_step(self, S, sample_weight=None, stats=True):
         "Forward–backward on each sequence of the block (batched by length, chunks on threads), with its sums."
-        w = np.ones(len(S)) if sample_weight is None else sample_weight
-        chunks = _chunks_of(S.lengths)
-        def run(ab):
-            with one_blas_thread(): return self._e_chunk(S[ab[0]:ab[1]], w[ab[0]:ab[1]], stats)   # tall-skinny products: one BLAS thread is faster
-        if self.n_jobs > 1 and len(chunks) > 1:
-            with ThreadPoolExecutor(min(self.n_jobs, len(chunks))) as pool: parts = list(pool.map(run, chunks))
-        else: parts = [run(ab) for ab in chunks]
+        w = np.ones(len(S)) if sample_weight is None else np.asarray(sample_weight, float)
+        chunks = _chunks_of(S.lengths, _ROWS_PER_COMPILED_CHUNK if _compiled() is not None else _ROWS_PER_CHUNK)
+        def run(ab): return self._e_chunk(S[ab[0]:ab[1]], w[ab[0]:ab[1]], stats)
+        with one_blas_thread():                                   # tall-skinny products: one BLAS thread is faster
+            if self.n_jobs > 1 and len(chunks) > 1:
+                with ThreadPoolExecutor(min(self.n_jobs, len(chunks))) as pool: parts = list(pool.map(run, chunks))
+            else: parts = [run(ab) for ab in chunks]
         total = parts[0]
         for p in parts[1:]: total = total + p
         return total
@@ -293,6 +310,149 @@ class HMMModel(EMModel):
         th = self.theta
         with np.errstate(divide='ignore'): log_pi, log_A = np.log(th['startprob']), np.log(th['transmat'])
         return _dot0(stats['start'], log_pi) + _dot0(stats['trans'], log_A) + self.est._emission_elj(th, stats)
+
+# %% ../nbs/14_hmm.ipynb #eaff7f1c
+USE_NUMBA = os.environ.get('KLEM_NB_NUMBA', '1') != '0'   # False: the numpy recursion (14.4) above, the readable reference
+_ROWS_PER_COMPILED_CHUNK = 8_192   # the compiled path's thread unit: one chunk per sequence of this length or longer
+
+def _fb_loops(log_B, shift, starts, w, pi, A, alpha, vb, gamma, wgamma, c, out):
+    """(14.4) one sequence at a time in plain loops. In: log b (n, k) of a chunk's rows, each row's shift (its largest
+    entry) (n,), b̂ = exp(log b - shift) in `vb`, sequence starts (m + 1,), weights (m,), π, A. Out, per row: α̂ (n, k),
+    b̂ β̂ in `vb`, γ and w·γ (n, k), c (n,); in `out` (m + 2 + k + k²,): log p(x) of each sequence, Σ w γ log b, a status
+    (2: a sequence impossible), Σ w γ_1 (k,) and Σ w Σ_t α̂_t ⊗ b̂_t+1 β̂_t+1 / c_t+1 (k, k), ξ's sum before the factor A."""
+    n, k = log_B.shape
+    m = len(starts) - 1
+    AT = np.ascontiguousarray(A.T)
+    nxt, beta, u = np.empty(k), np.empty(k), np.empty(k)
+    start, pair = np.zeros(k), np.zeros((k, k))
+    ell_b, status = 0.0, 0.0
+    for s in range(m):
+        a, b, ws = starts[s], starts[s + 1], w[s]
+        lp = 0.0
+        for t in range(a, b):                                   # forward: α̂_t into alpha
+            if t == a:
+                for j in range(k): nxt[j] = pi[j] * vb[t, j]
+            else:
+                for j in range(k): nxt[j] = 0.0
+                for i in range(k):                              # α̂_t-1 A, one row of A at a time (vectorises over j)
+                    ai = alpha[t - 1, i]
+                    for j in range(k): nxt[j] += ai * A[i, j]
+                for j in range(k): nxt[j] *= vb[t, j]
+            tot = 0.0
+            for j in range(k): tot += nxt[j]
+            if not tot > 0:
+                if status == 0: status = 2.0
+                tot = 1.0
+            c[t], r = tot, 1.0 / tot
+            for j in range(k): alpha[t, j] = nxt[j] * r
+            lp += np.log(tot) + shift[t]
+        out[s] = lp
+        if status != 0:                                         # the caller raises
+            out[m + 1] = status
+            return
+        for j in range(k): beta[j] = 1.0
+        for t in range(b - 1, a - 1, -1):                      # backward: β̂_t in `beta`; γ_t, then β̂_t-1 and ξ_t-1
+            g = 0.0
+            for j in range(k): g += alpha[t, j] * beta[j]
+            rg, rc = 1.0 / g, 1.0 / c[t]
+            for j in range(k):
+                gj = alpha[t, j] * beta[j] * rg
+                gamma[t, j], wgamma[t, j] = gj, ws * gj
+                ell_b += ws * gj * max(log_B[t, j], -1e300)     # 0 log 0 = 0: γ = 0 wherever b = 0
+                vb[t, j] *= beta[j]
+                u[j] = vb[t, j] * rc
+            if t > a:
+                for i in range(k):                              # Σ α̂_t-1 ⊗ u, row by row
+                    ai = ws * alpha[t - 1, i]
+                    for j in range(k): pair[i, j] += ai * u[j]
+                for i in range(k): beta[i] = 0.0
+                for j in range(k):                              # β̂_t-1 = A u, one column of A at a time
+                    uj = u[j]
+                    for i in range(k): beta[i] += AT[j, i] * uj
+        for j in range(k): start[j] += wgamma[a, j]
+    out[m], out[m + 1] = ell_b, status
+    out[m + 2:m + 2 + k] = start
+    out[m + 2 + k:] = pair.ravel()
+
+def _shift_loops(log_B, shift, out):
+    "Each row's largest entry into `shift` (n,) and log b minus it into `out` (n, k)."
+    n, k = log_B.shape
+    for t in range(n):
+        mx = log_B[t, 0]
+        for j in range(1, k): mx = max(mx, log_B[t, j])
+        shift[t] = mx
+        for j in range(k): out[t, j] = log_B[t, j] - mx
+
+def _full_loops(X, means, prec_chol, const, out):
+    "log N(x_t | μ_j, Σ_j) = const_j - ½ |(x_t - μ_j) L_j|² with L_j L_jᵀ = Σ_j⁻¹, into `out` (n, k), row by row."
+    n, d = X.shape
+    k = len(means)
+    z = np.empty(d)
+    for t in range(n):
+        for j in range(k):
+            for g in range(d): z[g] = X[t, g] - means[j, g]
+            acc = 0.0
+            for f in range(d):
+                y = 0.0
+                for g in range(d): y += z[g] * prec_chol[j, g, f]
+                acc += y * y
+            out[t, j] = const[j] - 0.5 * acc
+
+def _diag_loops(X, means, prec, const, out):
+    "log N(x_t | μ_j, diag(1/prec_j)) = const_j - ½ Σ_f prec_jf (x_tf - μ_jf)² into `out` (n, k), row by row."
+    n, d = X.shape
+    k = len(means)
+    for t in range(n):
+        for j in range(k):
+            acc = 0.0
+            for f in range(d):
+                z = X[t, f] - means[j, f]
+                acc += prec[j, f] * z * z
+            out[t, j] = const[j] - 0.5 * acc
+
+_COMPILED = {}
+
+def _compiled()->dict|None:
+    "The loops above compiled by numba (nogil, cached on disk when it can be), once per process; None without numba or when `USE_NUMBA` is off."
+    if not USE_NUMBA: return None
+    if not _COMPILED:
+        try: import numba
+        except ImportError: _COMPILED['none'] = True; return None
+        for name, f in (('fb', _fb_loops), ('shift', _shift_loops), ('diag', _diag_loops), ('full', _full_loops)):
+            try: _COMPILED[name] = numba.njit(nogil=True, error_model='numpy', cache=True)(f)
+            except Exception: _COMPILED[name] = numba.njit(nogil=True, error_model='numpy')(f)   # caching can fail (read-only install): compile per process
+    return None if 'none' in _COMPILED else _COMPILED
+
+def _fb_compiled(kern:dict, log_B, starts, w, startprob, transmat, scratch:dict|None=None)->tuple:
+    """(log p(x) (m,), w·γ (n, k), Σ w γ_1 (k,), Σ w Σ_t ξ_t (k, k), Σ w Σ q log q (14.5), Σ w γ log b, γ) of a chunk by
+    the compiled loops; `scratch` keeps (n, k) work arrays (as large as the largest chunk) from one call to the next."""
+    n, k = log_B.shape
+    m = len(starts) - 1
+    starts = np.ascontiguousarray(starts, np.int64)
+    scratch = {} if scratch is None else scratch
+    if scratch.get('k') != k or scratch['rows'] < n: scratch.update(k=k, rows=n, arrays=[np.empty((n, k)) for _ in range(5)], c=np.empty(n))
+    alpha, vb, gamma, wg, tmp = (a[:n] for a in scratch['arrays'])
+    c, out = scratch['c'][:n], np.empty(m + 2 + k + k * k)
+    log_B = np.ascontiguousarray(log_B, float)
+    shift = np.empty(n)
+    kern['shift'](log_B, shift, vb)                             # each step's emissions scaled by their largest, as in numpy
+    if not np.isfinite(shift).all(): raise ValueError("an observation has probability 0 under every state")
+    np.exp(vb, out=vb)                                          # b̂, by numpy's vectorised exp
+    kern['fb'](log_B, shift, starts, np.ascontiguousarray(w, float), np.ascontiguousarray(startprob, float),
+               np.ascontiguousarray(transmat, float), alpha, vb, gamma, wg, c, out)
+    if out[m + 1] == 2: raise ValueError("a sequence has probability 0 under the current parameters (check zeros in startprob_/transmat_)")
+    xi = transmat * out[m + 2 + k:].reshape(k, k)
+    # (14.5) by rows, with numpy's vectorised log: γ log α̂ (all but last), γ log b̂β̂ - log c (all but first), -γ log γ (inside)
+    def row_plog(v): return np.einsum('ij,ij->i', gamma, np.log(np.maximum(v, _TINY, out=tmp), out=tmp))
+    r_a, r_b, r_g = row_plog(alpha), row_plog(vb), row_plog(gamma)
+    r_b -= np.log(c)
+    per = r_a + r_b - r_g
+    first, last = starts[:-1], starts[1:] - 1
+    per[first], per[last] = r_a[first], r_b[last]
+    one = first == last
+    per[first[one]] = r_g[first[one]]                           # a one-step chain: Σ γ log γ
+    with np.errstate(divide='ignore'): neg_h = float(np.add.reduceat(per, first) @ w) + _dot0(xi, np.log(transmat))
+    return out[:m], wg, out[m + 2:m + 2 + k], xi, neg_h, out[m], gamma
 
 # %% ../nbs/14_hmm.ipynb #a1679b70
 def _normalize(a:np.ndarray, axis=None)->np.ndarray:
@@ -338,6 +498,8 @@ class BaseHMM(BaseEstimator):
         return starts
 
     def _missing(self, X): return None
+
+    def _row_consts(self, X)->dict: return {}
 
     def _theta(self)->dict: return {name: getattr(self, name + '_') for name in self._param_names}
 
@@ -421,6 +583,10 @@ class BaseHMM(BaseEstimator):
         th = self._fitted_theta(X)
         starts = self._starts(X, lengths)
         log_B = self._log_frameprob(th, X)
+        kern = _compiled()
+        if kern is not None:
+            ll, gamma = _fb_compiled(kern, log_B, starts, np.ones(len(starts) - 1), th['startprob'], th['transmat'])[:2]
+            return float(ll.sum()), gamma
         with np.errstate(divide='ignore'): log_pi = np.log(th['startprob'])
         gamma, ll = np.empty_like(log_B), 0.0
         for T, idx, rows, ln in _buckets(starts):
@@ -612,20 +778,40 @@ class GaussianHMM(BaseHMM):
         if th['covars'].shape != shape: raise ValueError(f"{ct!r} covars must have shape {shape}, got {th['covars'].shape}")
         compute_precision_cholesky(th['covars'], ct)             # ValueError naming the component if not positive definite
 
-    def _log_frameprob(self, th, X):
-        out = np.zeros((len(X), self.n_components))
+    def _precision_chol(self, covars):
+        "The precision Cholesky factors of `covars`, once per covariance array: the chunks of an E-step share them."
+        hit = self.__dict__.get('_pc_cache')
+        if hit is not None and hit[0] is covars and hit[1] == self.covariance_type: return hit[2]
+        pc = compute_precision_cholesky(covars, self.covariance_type)
+        self.__dict__['_pc_cache'] = (covars, self.covariance_type, pc)
+        return pc
+
+    def _log_frameprob(self, th, X, consts=None):
         obs = ~np.isnan(X[:, 0])
         Xo = X if obs.all() else X[obs]
-        lp = estimate_log_gaussian_prob(Xo, th['means'], compute_precision_cholesky(th['covars'], self.covariance_type), self.covariance_type)
+        ct, pc = self.covariance_type, self._precision_chol(th['covars'])
+        kern = _compiled()
+        if kern is None: lp = estimate_log_gaussian_prob(Xo, th['means'], pc, ct)
+        else:                                                 # one pass over the rows instead of one per state
+            k, d = th['means'].shape
+            lp, const = np.empty((len(Xo), k)), -0.5 * d * np.log(2 * np.pi) + np.broadcast_to(log_det_cholesky(pc, ct, d), (k,))
+            Xc, means = np.ascontiguousarray(Xo), np.ascontiguousarray(th['means'], float)
+            if ct in ('diag', 'spherical'):
+                kern['diag'](Xc, means, np.ascontiguousarray(np.broadcast_to((pc ** 2)[:, None] if ct == 'spherical' else pc ** 2, (k, d))), const, lp)
+            else: kern['full'](Xc, means, np.ascontiguousarray(np.broadcast_to(pc, (k, d, d))), const, lp)
         if obs.all(): return lp
+        out = np.zeros((len(X), self.n_components))
         out[obs] = lp
         return out
 
-    def _emission_stats(self, th, X, wg):
+    def _emission_stats(self, th, X, wg, consts=None):
         obs = ~np.isnan(X[:, 0])
         if not obs.all(): X, wg = X[obs], wg[obs]
         s = dict(post=wg.sum(0), obs=wg.T @ X)
+        n, d = X.shape
         if self.covariance_type in ('spherical', 'diag'): s['obs**2'] = wg.T @ (X * X)
+        elif n * d * d <= 1 << 22:                                # Σ_t γ_tj x_t x_tᵀ for all j by one product, when x xᵀ is small
+            s['obs*obs.T'] = (wg.T @ (X[:, :, None] * X[:, None, :]).reshape(n, d * d)).reshape(-1, d, d)
         else: s['obs*obs.T'] = np.stack([(X * wg[:, [j]]).T @ X for j in range(wg.shape[1])])
         return s
 
@@ -785,12 +971,13 @@ class CategoricalHMM(BaseHMM):
         if not np.isfinite(e).all() or (e < 0).any(): raise ValueError("emissionprob_ must be finite and non-negative")
         _check_sum_1('emissionprob_', e)
 
-    def _log_frameprob(self, th, X):
-        with np.errstate(divide='ignore'): return np.log(th['emissionprob'])[:, X[:, 0]].T
+    def _log_frameprob(self, th, X, consts=None):
+        with np.errstate(divide='ignore'): return np.log(th['emissionprob']).T[X[:, 0]]   # rows of log b: (n, k), contiguous
 
-    def _emission_stats(self, th, X, wg):
-        nf = th['emissionprob'].shape[1]
-        return dict(obs=np.stack([np.bincount(X[:, 0], weights=wg[:, j], minlength=nf) for j in range(wg.shape[1])]))
+    def _emission_stats(self, th, X, wg, consts=None):
+        k, nf = th['emissionprob'].shape
+        cell = (X[:, :1] * k + np.arange(k)).ravel()                # (symbol, state) of every entry of wg
+        return dict(obs=np.bincount(cell, weights=wg.ravel(), minlength=nf * k).reshape(nf, k).T)
 
     def _emission_elj(self, th, stats):
         with np.errstate(divide='ignore'): return _dot0(stats['obs'], np.log(th['emissionprob']))
@@ -897,22 +1084,29 @@ class PoissonHMM(BaseHMM):
         if l.ndim != 2 or len(l) != self.n_components: raise ValueError(f"lambdas_ must have shape (n_components, n_features), got {l.shape}")
         if not np.isfinite(l).all() or (l < 0).any(): raise ValueError("lambdas_ must be finite and >= 0")
 
-    def _log_frameprob(self, th, X):
-        from scipy.special import gammaln, xlogy
+    def _row_consts(self, X):
+        from scipy.special import gammaln
+        with np.errstate(invalid='ignore'): return dict(log_fact=gammaln(X + 1).sum(1))   # Σ_f log x_f! of each row (NaN if missing)
+
+    def _log_frameprob(self, th, X, consts=None):
+        from scipy.special import xlogy
         obs = ~np.isnan(X[:, 0])
         Xo = X if obs.all() else X[obs]
         lam = th['lambdas']
-        lp = np.stack([(xlogy(Xo, l) - l - gammaln(Xo + 1)).sum(1) for l in lam], axis=1)
+        lf = (consts or self._row_consts(X))['log_fact']
+        lf = lf if obs.all() else lf[obs]
+        if (lam > 0).all(): lp = Xo @ np.log(lam).T - lam.sum(1) - lf[:, None]
+        else: lp = np.stack([xlogy(Xo, l).sum(1) - l.sum() for l in lam], axis=1) - lf[:, None]   # 0 log 0 = 0
         if obs.all(): return lp
         out = np.zeros((len(X), self.n_components))
         out[obs] = lp
         return out
 
-    def _emission_stats(self, th, X, wg):
-        from scipy.special import gammaln
+    def _emission_stats(self, th, X, wg, consts=None):
         obs = ~np.isnan(X[:, 0])
-        if not obs.all(): X, wg = X[obs], wg[obs]
-        return dict(post=wg.sum(0), obs=wg.T @ X, log_fact=np.array(wg.sum(1) @ gammaln(X + 1).sum(1)))
+        lf = (consts or self._row_consts(X))['log_fact']
+        if not obs.all(): X, wg, lf = X[obs], wg[obs], lf[obs]
+        return dict(post=wg.sum(0), obs=wg.T @ X, log_fact=np.array(wg.sum(1) @ lf))
 
     def _emission_elj(self, th, stats):
         from scipy.special import xlogy

@@ -12,6 +12,19 @@ hmm = pytest.importorskip('hmmlearn.hmm')
 logging.getLogger('hmmlearn').setLevel(logging.ERROR)
 RTOL = 1e-8
 
+try: import numba  # noqa: F401
+except ImportError: numba = None
+PATHS = ['numba', 'numpy']
+
+@pytest.fixture(params=PATHS)
+def path(request, monkeypatch):
+    "Run a test on the compiled E-step and on the numpy one (klem_nb.hmm.USE_NUMBA); the compiled one needs numba."
+    import klem_nb.hmm as H
+    if request.param == 'numba' and numba is None: pytest.skip('numba is not installed')
+    monkeypatch.setattr(H, 'USE_NUMBA', request.param == 'numba')
+    assert (H._compiled() is not None) == (request.param == 'numba')
+    return request.param
+
 def _chain(rng, k, n):
     A = np.full((k, k), 0.1 / (k - 1)); np.fill_diagonal(A, 0.9)
     z = [0]
@@ -56,7 +69,7 @@ def _compare(ours, theirs, X, lengths, names):
 
 @pytest.mark.parametrize('ct', ['spherical', 'diag', 'full', 'tied'])
 @pytest.mark.parametrize('implementation', ['log', 'scaling'])
-def test_gaussian_parity(ct, implementation):
+def test_gaussian_parity(ct, implementation, path):
     X, lengths, rng = _gauss_data()
     start = _gauss_start(ct, 3, 2, rng, X)
     kw = dict(n_components=3, covariance_type=ct, init_params='', n_iter=15, tol=1e-6, implementation=implementation)
@@ -86,7 +99,7 @@ def _cat_data(seed=0, k=2, nf=4, lengths=(100, 60, 40)):
     return X, np.array(lengths), dict(startprob_=sp, transmat_=A, emissionprob_=rng.dirichlet(np.ones(nf) * 2, size=k))
 
 @pytest.mark.parametrize('prior', [1.0, 1.7])
-def test_categorical_parity(prior):
+def test_categorical_parity(prior, path):
     X, lengths, start = _cat_data()
     kw = dict(n_components=2, init_params='', n_iter=20, tol=1e-7, emissionprob_prior=prior)
     ours = _set(CategoricalHMM(**kw), start).fit(X, lengths)
@@ -102,7 +115,7 @@ def _pois_data(seed=0, k=2, d=2, lengths=(90, 70)):
     return X, np.array(lengths), dict(startprob_=sp, transmat_=A, lambdas_=lam * rng.uniform(0.7, 1.3, (k, d)))
 
 @pytest.mark.parametrize('prior', [(0.0, 0.0), (2.0, 0.5)])
-def test_poisson_parity(prior):
+def test_poisson_parity(prior, path):
     X, lengths, start = _pois_data()
     kw = dict(n_components=2, init_params='', n_iter=20, tol=1e-7, lambdas_prior=prior[0], lambdas_weight=prior[1])
     ours = _set(PoissonHMM(**kw), start).fit(X, lengths)
@@ -204,7 +217,7 @@ def test_nan_rows_have_emission_factor_one():
     fit = _set(PoissonHMM(n_components=2, init_params='', n_iter=5, tol=0, strict=True), start).fit(Xm, lengths)
     assert np.isfinite(fit.lambdas_).all() and fit.predict(Xm, lengths).shape == (len(X),)
 
-def test_ledger_and_strict_mode():
+def test_ledger_and_strict_mode(path):
     X, lengths, start = _pois_data()
     est = _set(PoissonHMM(n_components=2, init_params='', n_iter=30, tol=0, strict=True), start).fit(X, lengths)
     F = est.trace_.free_energy
@@ -218,9 +231,9 @@ def test_ledger_and_strict_mode():
     with pytest.raises(FreeEnergyIncreaseError, match='M-step'):
         _set(Broken(n_components=2, init_params='', n_iter=5, tol=0, strict=True), start).fit(X, lengths)
 
-def test_threads_give_identical_answers(monkeypatch):
+def test_threads_give_identical_answers(monkeypatch, path):
     import klem_nb.hmm as H
-    monkeypatch.setattr(H, '_ROWS_PER_CHUNK', 100)
+    monkeypatch.setattr(H, '_ROWS_PER_CHUNK', 100); monkeypatch.setattr(H, '_ROWS_PER_COMPILED_CHUNK', 100)
     X, lengths, rng = _gauss_data(3, lengths=(60, 70, 80, 90, 100, 110))
     start = _gauss_start('diag', 3, 2, rng, X)
     fits = [_set(GaussianHMM(n_components=3, init_params='', n_iter=5, tol=0, n_jobs=j), start).fit(X, lengths) for j in (1, 2, 3)]
@@ -349,3 +362,102 @@ def test_covariances_without_means():
 def test_bad_constructor_values(kw, message):
     X, lengths, rng = _gauss_data()
     with pytest.raises(ValueError, match=message): GaussianHMM(**{'n_components': 3, **kw}).fit(X, lengths)
+
+def _mixed_fits(family):
+    "A fit with weights (one zero), one- and two-step sequences and NaN rows, its ledger, score_samples and decode."
+    rng = np.random.default_rng(11)
+    lengths = [1, 2, 150, 233, 97]
+    n = sum(lengths)
+    if family == 'gaussian':
+        X = rng.normal(size=(n, 3)) + np.repeat(rng.normal(scale=3, size=(3, 3)), [n // 3, n // 3, n - 2 * (n // 3)], 0)
+        X[[4, 100, 101]] = np.nan
+        est = GaussianHMM(3, covariance_type='diag', n_iter=6, tol=0, random_state=0)
+    elif family == 'categorical':
+        X = rng.integers(0, 5, size=(n, 1))
+        est = CategoricalHMM(3, n_iter=6, tol=0, random_state=0)
+    else:
+        X = rng.poisson(rng.choice([2., 9.], size=(n, 2))).astype(float)
+        X[[3, 60]] = np.nan
+        est = PoissonHMM(2, n_iter=6, tol=0, random_state=0)
+    w = np.array([1.0, 0.0, 2.0, 0.5, 3.0])
+    est.set_params(n_jobs=2).fit(X, lengths, sample_weight=w)
+    return est, est.score_samples(X, lengths), est.decode(X, lengths, algorithm='map')
+
+@pytest.mark.skipif(numba is None, reason='numba is not installed')
+@pytest.mark.parametrize('family', ['gaussian', 'categorical', 'poisson'])
+def test_compiled_equals_numpy(family, monkeypatch):
+    "The compiled E-step gives the numpy E-step's fit, ledger (L, F and the KL gap), posteriors and decoding, to 1e-12."
+    import klem_nb.hmm as H
+    monkeypatch.setattr(H, '_ROWS_PER_COMPILED_CHUNK', 200)         # several chunks: the threads have work
+    fits = {}
+    for flag in (True, False):
+        monkeypatch.setattr(H, 'USE_NUMBA', flag)
+        fits[flag] = _mixed_fits(family)
+    (a, (la, pa), (_, da)), (b, (lb, pb), (_, db)) = fits[True], fits[False]
+    for name in a._param_names: np.testing.assert_allclose(getattr(a, name + '_'), getattr(b, name + '_'), rtol=1e-12, atol=1e-15, err_msg=name)
+    for col in ('log_likelihood', 'free_energy'): np.testing.assert_allclose(getattr(a.trace_, col), getattr(b.trace_, col), rtol=1e-12)
+    np.testing.assert_allclose(a.trace_.kl_gap, b.trace_.kl_gap, rtol=1e-12, atol=1e-12 * np.abs(b.trace_.free_energy).max())   # E-rows: 0 to rounding
+    np.testing.assert_allclose(la, lb, rtol=1e-12); np.testing.assert_allclose(pa, pb, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(da, db)
+
+@pytest.mark.skipif(numba is None, reason='numba is not installed')
+def test_compiled_entropy_is_measured(monkeypatch):
+    "Mutation: leave one entropy term out of the compiled E-step and the equality with the numpy ledger fails."
+    import klem_nb.hmm as H
+    monkeypatch.setattr(H, 'USE_NUMBA', True)
+    est, *_ = _mixed_fits('poisson')
+    orig = H._fb_compiled
+    def broken(*a, **k):
+        out = list(orig(*a, **k)); out[4] += 1e-3                   # a slightly wrong Σ q log q
+        return tuple(out)
+    monkeypatch.setattr(H, '_fb_compiled', broken)
+    bad, *_ = _mixed_fits('poisson')
+    assert not np.allclose(bad.trace_.free_energy, est.trace_.free_energy, rtol=1e-12)
+    np.testing.assert_allclose(bad.lambdas_, est.lambdas_, rtol=1e-12)   # the fit itself does not use the entropy
+
+@pytest.mark.skipif(numba is None, reason='numba is not installed')
+def test_compiled_bad_parameters(monkeypatch):
+    "Impossible observations and sequences raise the numpy path's ValueError on the compiled path too."
+    import klem_nb.hmm as H
+    X, lengths, start = _cat_data()
+    for flag in (True, False):
+        monkeypatch.setattr(H, 'USE_NUMBA', flag)
+        est = _set(CategoricalHMM(2, init_params='', n_iter=2), dict(start, emissionprob_=np.array([[0.5, 0.5, 0, 0], [0.5, 0.5, 0, 0]])))
+        with pytest.raises(ValueError, match='probability 0 under every state'): est.fit(X, lengths)
+        est = _set(CategoricalHMM(2, init_params='', n_iter=2), dict(start, startprob_=np.array([1.0, 0.0]), transmat_=np.eye(2),
+                                                                   emissionprob_=np.array([[1.0, 0, 0, 0], [0.25] * 4])))
+        with pytest.raises(ValueError, match='sequence has probability 0'): est.fit(X, lengths)
+
+def _python(code, **env):
+    import os, subprocess, sys
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+def test_numba_is_imported_lazily_and_optional():
+    "`import klem_nb.hmm` does not import numba; KLEM_NB_NUMBA=0 or a missing numba gives the numpy path, with the same fit."
+    assert _python("import sys, klem_nb.hmm; print('numba' in sys.modules)") == ['False']
+    fit = ("import sys, numpy as np, klem_nb.hmm as H; X = np.random.default_rng(0).poisson(4, size=(300, 1)).astype(float); "
+           "e = H.PoissonHMM(2, n_iter=5, random_state=0).fit(X, [100, 200]); "
+           "print(H._compiled() is not None, sys.modules.get('numba') is not None, repr(float(e.lower_bounds_[-1])))")
+    off = _python(fit, KLEM_NB_NUMBA='0')
+    assert off[:2] == ['False', 'False']
+    gone = _python("import sys; sys.modules['numba'] = None; " + fit)   # numba not installed
+    assert gone[:2] == ['False', 'False'] and gone[2] == off[2]
+    if numba is not None:
+        on = _python(fit, KLEM_NB_NUMBA='1')
+        assert on[:2] == ['True', 'True']
+        np.testing.assert_allclose(float(on[2]), float(off[2]), rtol=1e-12)
+
+@pytest.mark.skipif(numba is None, reason='numba is not installed')
+def test_compiled_without_a_disk_cache():
+    "When numba cannot cache on disk (a read-only install raises at decoration), the loops are compiled per process."
+    code = ("import numba, numpy as np; real = numba.njit\n"
+            "def njit(*a, **k):\n"
+            "    if k.get('cache'): raise RuntimeError('cannot cache function: no locator available')\n"
+            "    return real(*a, **k)\n"
+            "numba.njit = njit\n"
+            "import klem_nb.hmm as H\n"
+            "e = H.PoissonHMM(2, n_iter=3, random_state=0).fit(np.random.default_rng(0).poisson(4, size=(200, 1)).astype(float))\n"
+            "print(H._compiled() is not None, np.isfinite(e.lambdas_).all())")
+    assert _python(code, KLEM_NB_NUMBA='1') == ['True', 'True']
