@@ -684,6 +684,4 @@ d = { 'settings': { 'branch': 'main',
                                    'klem_nb.selection.n_parameters': ('selection.html#n_parameters', 'klem_nb/selection.py'),
                                    'klem_nb.selection.plot_criterion': ('selection.html#plot_criterion', 'klem_nb/selection.py'),
                                    'klem_nb.selection.shared_start': ('selection.html#shared_start', 'klem_nb/selection.py'),
-                                   'klem_nb.selection.smallest_variances': ('selection.html#smallest_variances', 'klem_nb/selection.py'),
-                                   'klem_nb.selection.starting_parameters': ( 'selection.html#starting_parameters',
-                                                                              'klem_nb/selection.py')}}}
+                                   'klem_nb.selection.smallest_variances': ('selection.html#smallest_variances', 'klem_nb/selection.py')}}}

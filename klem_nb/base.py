@@ -537,10 +537,10 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         "log π_j + log p(x_i | z=j), shape (n, k): the engine's `log_joint`."
         return self._estimate_log_prob(X) + self._estimate_log_weights()
 
-    def _initialize_parameters(self, X, random_state, sample_weight):
-        "Starting responsibilities from `init_params` (unless not needed), then `_initialize`."
-        resp = None
-        if self._init_needs_resp():
+    def _initialize_parameters(self, X, random_state, sample_weight, start=None):
+        "Starting responsibilities (`start` if given, else from `init_params`, unless not needed), then `_initialize`."
+        resp = start
+        if start is None and self._init_needs_resp():
             resp = initial_responsibilities(X, self.n_components, self.init_params, random_state, sample_weight,
                                             sample_size=self.init_sample_size)
         frozen, self._frozen = self._frozen, frozenset()       # the start is not held: it is what `frozen` holds
@@ -555,9 +555,10 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         sample_weight=None, # row weights >= 0, shape (n_samples,); None means all ones; rows of weight 0 sit out EM
         *,
         callback=None, # called as callback(row) with each ledger row (a dict) while EM runs; None: no calls
+        start:StartingResponsibilities|None=None, # q_0 for every run instead of `init_params` (e.g. one k-means shared by several fits)
     ): # the fitted estimator
         "Estimate the parameters by EM, `n_init` times (once when warm-starting), and keep the best run."
-        self._fit(X, sample_weight, callback)
+        self._fit(X, sample_weight, callback, start)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -572,7 +573,7 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         X = self._fit(X, sample_weight, callback)
         return self.predict(X) if out_of_core(X) else self._estimate_log_resp(X).argmax(axis=1)
 
-    def _fit(self, X, sample_weight, callback):
+    def _fit(self, X, sample_weight, callback, start=None):
         "Validate, run `em` once per start on the rows of positive weight, keep the best run; return the validated X."
         if callback is not None and not callable(callback):
             raise ValueError(f"callback must be callable or None, got {callback!r}")
@@ -605,10 +606,13 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
             rows = 'n_samples' if sample_weight is None or n_fit == X.shape[0] else 'n_samples with positive sample_weight'
             raise ValueError(f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
                              f"{rows} = {n_fit}")
-        try: return self._fit_validated(X, X_fit, sample_weight, callback, algorithm, has_nan)
+        if start is not None and (start.n, start.k) != (n_fit, self.n_components):
+            raise ValueError(f"start holds q_0 for {start.n} rows and {start.k} components; the fit has {n_fit} rows "
+                             f"(of positive weight) and n_components = {self.n_components}")
+        try: return self._fit_validated(X, X_fit, sample_weight, callback, algorithm, has_nan, start)
         finally: self._seen_range = None                       # no reference to the data outlives the fit
 
-    def _fit_validated(self, X, X_fit, sample_weight, callback, algorithm, has_nan):
+    def _fit_validated(self, X, X_fit, sample_weight, callback, algorithm, has_nan, start=None):
         "The runs of `fit` on validated data."
         for name in ('n_batch_iter_', '_online_stats', '_online_rows', '_n_seen'): self.__dict__.pop(name, None)   # no stream
         self._check_fit_parameters(X_fit)
@@ -627,7 +631,7 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         for init in range(n_init):
             lower_bound = -np.inf if do_init else self.lower_bound_
             if printer: printer.start_run(init, lower_bound)
-            if do_init: self._initialize_parameters(X_start, random_state, sample_weight)
+            if do_init: self._initialize_parameters(X_start, random_state, sample_weight, start)
             run = incremental_em if algorithm == 'incremental' else _em_loop
             extra = dict(n_blocks=self.incremental_blocks) if algorithm == 'incremental' else {}
             result = run(MixtureEMModel(self), X_fit, sample_weight, tol=self.tol, max_iter=self.max_iter,

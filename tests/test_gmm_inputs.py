@@ -383,3 +383,14 @@ def test_e_steps_on_threads_do_not_interfere(covariance_type):
                 assert (got.log_likelihood, got.expected_log_joint, got.neg_entropy) == \
                        (want.log_likelihood, want.expected_log_joint, want.neg_entropy)
                 for key in want.stats: np.testing.assert_array_equal(got.stats[key], want.stats[key])
+
+
+def test_fit_from_a_given_start():
+    "fit(X, start=q0) runs from q0 instead of init_params: the same fit as the k-means start it came from."
+    from klem_nb.base import StartingResponsibilities, initial_responsibilities
+    X = np.random.default_rng(0).normal(size=(200, 2)) + np.repeat([[0, 0], [6, 6]], 100, axis=0)
+    q0 = initial_responsibilities(X, 2, 'kmeans', np.random.RandomState(3))
+    np.testing.assert_array_equal(GaussianMixture(2).fit(X, start=q0).means_, GaussianMixture(2, random_state=3).fit(X).means_)
+    gm = GaussianMixture(3)
+    with pytest.raises(ValueError, match='start holds q_0 for 200 rows and 2 components'): gm.fit(X, start=q0)
+    assert not hasattr(gm, 'means_')

@@ -18,7 +18,7 @@ from sklearn.exceptions import NotFittedError  # noqa: E402
 from klem_nb.datasets import load_faithful  # noqa: E402
 from klem_nb.gmm import GaussianMixture  # noqa: E402
 from klem_nb.selection import (GaussianMixtureIC, component_parameters, degeneracy, n_parameters,  # noqa: E402
-                               plot_criterion, shared_start, starting_parameters)
+                               plot_criterion, shared_start)
 
 X = load_faithful().data
 N, D = X.shape
@@ -171,10 +171,9 @@ def test_every_candidate_rejected_is_a_value_error():
 
 @pytest.mark.parametrize('covariance_type', TYPES)
 def test_shared_start_is_scikit_learns_start(covariance_type):
-    "A fit from `starting_parameters` is the fit GaussianMixture makes from its own k-means start, same seed."
+    "A fit from the shared start is the fit GaussianMixture makes from its own k-means start, same seed."
     start, _ = shared_start(X, 4, 'kmeans', seed=11)
-    ours = GaussianMixture(4, covariance_type=covariance_type, tol=1e-6, max_iter=1000,
-                           **starting_parameters(X, start, covariance_type, 1e-6)).fit(X)
+    ours = GaussianMixture(4, covariance_type=covariance_type, tol=1e-6, max_iter=1000).fit(X, start=start)
     own = GaussianMixture(4, covariance_type=covariance_type, tol=1e-6, max_iter=1000, random_state=11).fit(X)
     np.testing.assert_allclose(log_likelihood(ours), log_likelihood(own), rtol=1e-9)
     assert ours.n_iter_ == own.n_iter_
