@@ -87,6 +87,8 @@ class GaussianMixture(BaseMixture):
     attributes add `trace_`, the ledger of EM's half-steps.
     `fit`, `fit_predict`, `score`, `bic` and `aic` take `sample_weight`, and `fit` takes `callback`, called with
     each ledger row while EM runs. For binary data see `BernoulliMixture`, for counts `PoissonMixture`.
+    float32 `X` is fitted with float32 products and float64 sums (lower bound within 1e-5 relative of a float64 fit on
+    well-conditioned data) and gives float32 fitted arrays, as scikit-learn does; anything else is fitted in float64.
 
     Parameters
     ----------
