@@ -17,6 +17,9 @@ speed, streaming read speed, numpy's exp rate): the dense products of the iterat
 full 4nkd², diag 8nkd, spherical 4nk(d+1), tied 4nd² + 2nk(d+1)), plus one read of X and one write and read of
 the n x k table at memory speed, plus n·k exps. `x roof` is klem_nb's time over that bound.
 
+`--float32` prints only a float32 table instead: klem_nb on float32 data against klem_nb on the same values as
+float64 and scikit-learn on float32, per iteration, at FLOAT32_SHAPES for 'full' and 'diag' (issue 13, item 4).
+
 Peak memory is measured with tracemalloc (numpy reports its array allocations to it) in a separate fit.
 
 The Bernoulli and Poisson mixtures have no scikit-learn counterpart; they are timed against a plain vectorised
