@@ -676,10 +676,13 @@ class GaussianKernels:
     def _centred(self, X, w, extra:int=0):
         "x̃ = X - c of a chunk as an (m, d + extra) array in worker w's scratch; columns d: are left to the caller."
         m, d = len(X), self.d
-        if self.by_rows: xc = self.scratch.get('xc', (m, d + extra), w, self.dtype)        # large d: row-major
-        else: xc = self.scratch.get('xc', (d + extra, m), w, self.dtype).T                # small d: feature-major
-        np.subtract(X, self.centre, out=xc[:, :d])
-        return xc
+        if self.by_rows:                                                       # large d: row-major
+            xc = self.scratch.get('xc', (m, d + extra), w, self.dtype)
+            np.subtract(X, self.centre, out=xc[:, :d])
+            return xc
+        xc = self.scratch.get('xc', (d + extra, m), w, self.dtype)               # small d: feature-major
+        np.subtract(X.T, self.centre[:, None], out=xc[:d])   # written in the output's order: twice as fast as via xc.T
+        return xc.T
 
     def _unsafe(self, X, offsets)->np.ndarray:
         "Components whose fast-path rounding bound (7.9) exceeds `_SAFE` for rows like X (within `box`), shape (k,)."
