@@ -17,6 +17,9 @@ speed, streaming read speed, numpy's exp rate): the dense products of the iterat
 full 4nkd², diag 8nkd, spherical 4nk(d+1), tied 4nd² + 2nk(d+1)), plus one read of X and one write and read of
 the n x k table at memory speed, plus n·k exps. `x roof` is klem_nb's time over that bound.
 
+`--float32` prints only a float32 table instead: klem_nb on float32 data against klem_nb on the same values as
+float64 and scikit-learn on float32, per iteration, at FLOAT32_SHAPES for 'full' and 'diag' (issue 13, item 4).
+
 Peak memory is measured with tracemalloc (numpy reports its array allocations to it) in a separate fit.
 
 The Bernoulli and Poisson mixtures have no scikit-learn counterpart; they are timed against a plain vectorised
@@ -31,6 +34,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController, threadpool_info
 
 SHAPES = [(10_000, 2, 3), (100_000, 2, 8), (100_000, 16, 8), (100_000, 64, 16), (1_000_000, 8, 8)]
+FLOAT32_SHAPES = [(1_000_000, 8, 8), (100_000, 64, 16)]   # issue 13: float32 >= 1.7x the float64 path here
 MEAN_SHAPES = {'bernoulli': [(200_000, 64, 10)], 'poisson': [(200_000, 16, 8)]}
 
 
@@ -200,6 +204,36 @@ def time_fit_estimator(make, X, repeat):
     return best, est
 
 
+def float32_table(a):
+    "klem_nb on float32 data against klem_nb on the same data as float64, and scikit-learn on float32, same start."
+    types = [t for t in a.types if t in ('full', 'diag')] or a.types
+    head = (f"{'n':>9} {'d':>3} {'k':>3} {'type':>9} | {'klem64 s/it':>11} {'klem32 s/it':>11} {'64/32':>6} | "
+            f"{'sk32 s/it':>9} {'sk32/k32':>8} | {'lb rel 32v64':>12}")
+    print(head)
+    print('-' * len(head))
+    rows = []
+    for n, d, k in FLOAT32_SHAPES:
+        n = n // 10 if a.quick else n
+        for cov_type in types:
+            X, init = make_problem(n, d, k, cov_type)
+            X32 = X.astype(np.float32)                  # float64 runs on the float32 values: only the arithmetic differs
+            X64 = X32.astype(np.float64)
+            init32 = {key: v.astype(np.float32) for key, v in init.items()}
+            t64, k64 = time_fit('klem_nb', X64, k, cov_type, a.iters, init32, a.repeat)
+            t32, k32 = time_fit('klem_nb', X32, k, cov_type, a.iters, init32, a.repeat)
+            ts, _ = time_fit('sklearn', X32, k, cov_type, a.iters, init32, a.repeat)
+            assert k32.means_.dtype == np.float32
+            row = dict(n=n, d=d, k=k, covariance_type=cov_type, klem64_s_per_iter=t64, klem32_s_per_iter=t32,
+                       ratio_64_over_32=t64 / t32, sklearn32_s_per_iter=ts, ratio_sklearn32_over_klem32=ts / t32,
+                       lower_bound_rel_diff=abs(k32.lower_bound_ - k64.lower_bound_) / abs(k64.lower_bound_))
+            rows.append(row)
+            print(f"{n:>9} {d:>3} {k:>3} {cov_type:>9} | {t64:11.4f} {t32:11.4f} {row['ratio_64_over_32']:6.2f} | "
+                  f"{ts:9.4f} {row['ratio_sklearn32_over_klem32']:8.2f} | {row['lower_bound_rel_diff']:12.2e}", flush=True)
+    print("64/32 = klem_nb float64 / klem_nb float32 seconds per iteration (same float32 values, same start); "
+          "sk32/k32 = scikit-learn float32 / klem_nb float32; lb rel 32v64 = |L32 - L64| / |L64| after the iterations")
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--iters', type=int, default=10)
@@ -208,7 +242,17 @@ def main(argv=None):
     ap.add_argument('--quick', action='store_true', help='only the two smallest shapes, for a smoke test')
     ap.add_argument('--no-mean-mixtures', action='store_true', help='skip the Bernoulli and Poisson mixtures')
     ap.add_argument('--json', default=str(Path(__file__).parent/'results'/'latest.json'))
+    ap.add_argument('--float32', action='store_true',
+                    help='only the float32 table: klem_nb float32 vs float64 (and scikit-learn float32), full and diag')
     a = ap.parse_args(argv)
+    if a.float32:
+        print(f'{a.iters} iterations per fit, best of {a.repeat}')
+        rows = float32_table(a)
+        out = Path(a.json).with_name('float32.json')
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(dict(iters=a.iters, repeat=a.repeat, rows=rows), indent=1))
+        print(f'wrote {out}')
+        return
     shapes = SHAPES[:2] if a.quick else SHAPES
     gemm, gbs, exps = gemm_gflops(), memory_gbs(), exp_per_second()
     rows = []

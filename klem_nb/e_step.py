@@ -35,9 +35,12 @@ _EXP_FLOOR = -700.0   # exponents are clipped here: exp(-700) ≈ 1e-304 is zero
 _LOCAL = threading.local()   # one scratch table per thread for the shifted log joints (reused: no page faults per call)
 
 def _shifted_buffer(like:np.ndarray)->np.ndarray:
-    "This thread's scratch array of `like`'s shape and memory order, grown when too small."
-    buf = getattr(_LOCAL, 'buf', None)
-    if buf is None or buf.size < like.size: buf = _LOCAL.buf = np.empty(like.size)
+    "This thread's scratch array of `like`'s shape, dtype and memory order, grown when too small."
+    name = f'buf_{like.dtype.char}'              # one per dtype: float32 tables get float32 scratch
+    buf = getattr(_LOCAL, name, None)
+    if buf is None or buf.size < like.size:
+        buf = np.empty(like.size, dtype=like.dtype)
+        setattr(_LOCAL, name, buf)
     view = buf[:like.size]
     return view.reshape(like.shape, order='F') if like.flags.f_contiguous and not like.flags.c_contiguous else view.reshape(like.shape)
 
@@ -56,7 +59,7 @@ def posterior(
     s = np.subtract(log_joint, top[:, None], out=_shifted_buffer(log_joint))
     np.maximum(s, _EXP_FLOOR, out=s)
     resp = np.exp(s, out=np.empty_like(log_joint))
-    total = resp @ np.ones(k)                    # row sums by one matrix-vector product
+    total = resp @ np.ones(k, resp.dtype)                  # row sums by one matrix-vector product
     resp /= total[:, None]
     log_total = np.log(total)
     return resp, top + log_total, np.einsum('ij,ij->i', resp, s) - log_total

@@ -70,6 +70,10 @@ class EMModel:
 # %% ../nbs/05_em.ipynb #bef34088
 _Q_ZERO = float(np.exp(-700.0))   # posterior's floor: a responsibility this small is an exact zero in every sum
 
+def _sum64(a:np.ndarray)->float:
+    "Σ a accumulated in float64 (a float32 E-step's per-row terms are summed in float64)."
+    return a.sum(dtype=np.float64)
+
 def _dot_rows(a:np.ndarray, b:np.ndarray)->np.ndarray:
     "Σ_j a_ij b_ij for each row, with 0 · (-inf) = 0."
     s = np.einsum('ij,ij->i', a, b)
@@ -104,7 +108,7 @@ class LatentClassModel(EMModel):
         cross = _dot_rows(resp, log_joint)                  # Σ_j q_ij log p_θ(x_i, z=j), 0 where q = 0
         c = self.row_term(X)
         if c is not None: log_norm, cross = log_norm + c, cross + c
-        if sample_weight is None: W, ll, ell, nh, wresp = float(len(resp)), log_norm.sum(), cross.sum(), neg_h.sum(), resp
+        if sample_weight is None: W, ll, ell, nh, wresp = float(len(resp)), _sum64(log_norm), _sum64(cross), _sum64(neg_h), resp
         else:
             w = sample_weight
             W, ll, ell, nh = float(w.sum()), w @ log_norm, w @ cross, w @ neg_h

@@ -248,7 +248,7 @@ _LOG_2PI = math.log(2 * math.pi)
 CHUNK_BYTES = 2**22   # target size of a chunk's widest scratch array: a few MB, so that it stays in cache
 
 class Scratch:
-    "Named float64 scratch arrays, one set per thread, allocated once and reused by later requests for the same name."
+    "Named scratch arrays (float64 or float32), one set per thread, allocated once and reused by later requests for the same name."
     def __init__(self): self._local = threading.local()
     def __reduce__(self): return (Scratch, ())   # pickles empty (Dask workers make their own)
 
@@ -262,11 +262,12 @@ class Scratch:
         name:str, # which array
         shape:tuple, # the shape wanted now; the storage grows if it is too small
         worker:int=0, # each worker thread has its own arrays
-    )->np.ndarray: # an uninitialised C-contiguous float64 array of that shape
+        dtype=np.float64, # float64, or float32 for a float32 fit
+    )->np.ndarray: # an uninitialised C-contiguous array of that shape and dtype
         "A view of shape `shape` on the storage kept under `name` for `worker`."
-        size = math.prod(shape)
-        a = self.arrays.get((name, worker))
-        if a is None or a.size < size: a = self.arrays[(name, worker)] = np.empty(size)
+        size, key = math.prod(shape), (name, worker, np.dtype(dtype).char)
+        a = self.arrays.get(key)
+        if a is None or a.size < size: a = self.arrays[key] = np.empty(size, dtype=dtype)
         return a[:size].reshape(shape)
 
 def _chunks(n:int, rows:int)->list:
@@ -315,6 +316,10 @@ def run_chunks(
 
 # %% ../nbs/07_gaussian.ipynb #4e517cf5
 _EPS = np.finfo(np.float64).eps
+
+def _f64(a):
+    "A chunk's float32 product as float64, so that the sums over chunks add in float64 (float64: the array itself)."
+    return a.astype(np.float64, copy=False)
 
 def _cross(N, b, m):
     "b_j mᵀ + m b_jᵀ - N_j m mᵀ for each component: what moves a second moment about the frame to one about m, (k, d, d)."
@@ -422,7 +427,7 @@ class FullCovariance(_MatrixType):
         k, d, m = kern.k, kern.d, len(X)
         xa = kern._centred(X, w, extra=1)
         xa[:, d] = 1.0
-        y = np.matmul(kern.A, xa.T, out=kern.scratch.get('y', (k * d, m), w)).reshape(k, d, m)
+        y = np.matmul(kern.A, xa.T, out=kern.scratch.get('y', (k * d, m), w, kern.dtype)).reshape(k, d, m)
         np.einsum('kdm,kdm->km', y, y, out=out.T)
         out *= -0.5
 
@@ -435,13 +440,13 @@ class FullCovariance(_MatrixType):
         "Σ r (x - F_j) and each S_j for a chunk, from one slab per component."
         k, d, m, rt, F = kern.k, kern.d, len(X), R.T, kern.frames
         xc = kern._centred(X, w)
-        sqrt_r = np.sqrt(rt, out=kern.scratch.get('sqrt_r', (k, m), w))
-        W = np.subtract(xc.T[None], kern.delta[:, :, None], out=kern.scratch.get('w', (k, d, m), w))
+        sqrt_r = np.sqrt(rt, out=kern.scratch.get('sqrt_r', (k, m), w, kern.dtype))
+        W = np.subtract(xc.T[None], kern.delta_t[:, :, None], out=kern.scratch.get('w', (k, d, m), w, kern.dtype))
         for j in np.flatnonzero(unsafe): np.subtract(X.T, F[j][:, None], out=W[j])   # far: x - F_j itself
         W *= sqrt_r[:, None, :]
-        sx = rt @ xc - rt.sum(1)[:, None] * kern.delta
+        sx = _f64(rt @ xc) - rt.sum(1, dtype=np.float64)[:, None] * kern.delta
         for j in np.flatnonzero(unsafe): sx[j] = W[j] @ sqrt_r[j]
-        return sx, np.stack([W[j] @ W[j].T for j in range(k)])
+        return sx, np.stack([_f64(W[j] @ W[j].T) for j in range(k)])
 
     def from_stats(self, N, nk, b, S, reg_covar):
         "Covariances about each frame, (6.14) with the frame at 0."
@@ -487,7 +492,7 @@ class TiedCovariance(_Expanded, _MatrixType):
     def features(self, kern, X, w):
         d = kern.d
         phi = kern._centred(X, w, extra=d + 1)           # x̃ in columns :d, then [x̃L, |x̃L|²]
-        np.matmul(phi[:, :d], kern.precisions_chol, out=phi[:, d:2 * d])
+        np.matmul(phi[:, :d], kern.factor, out=phi[:, d:2 * d])
         phi = phi[:, d:]
         np.einsum('md,md->m', phi[:, :d], phi[:, :d], out=phi[:, d])
         return phi
@@ -502,12 +507,12 @@ class TiedCovariance(_Expanded, _MatrixType):
         "Σ_i (Σ_j r_ij) x̃_i x̃_iᵀ = WᵀW in the common frame, moved to each F_j; unsafe components directly."
         rt, safe = R.T, ~unsafe
         xc = kern._centred(X, w)
-        W = np.multiply(xc, np.sqrt(rt[safe].sum(0))[:, None], out=kern.scratch.get('w', (len(X), kern.d), w))
-        t1 = rt @ xc
-        sxx = W.T @ W
+        W = np.multiply(xc, np.sqrt(rt[safe].sum(0))[:, None], out=kern.scratch.get('w', (len(X), kern.d), w, kern.dtype))
+        t1 = _f64(rt @ xc)
+        sxx = _f64(W.T @ W)
         dl, n1 = kern.delta[safe], t1[safe]
-        sxx -= n1.T @ dl + dl.T @ n1 - (rt[safe].sum(1) * dl.T) @ dl
-        sx = t1 - rt.sum(1)[:, None] * kern.delta
+        sxx -= n1.T @ dl + dl.T @ n1 - (rt[safe].sum(1, dtype=np.float64) * dl.T) @ dl
+        sx = t1 - rt.sum(1, dtype=np.float64)[:, None] * kern.delta
         for j in np.flatnonzero(unsafe):
             diff = X - kern.frames[j]
             sx[j] = R[:, j] @ diff
@@ -551,7 +556,7 @@ class DiagCovariance(_Expanded, _ScaleType):
     def stats_chunk(self, kern, X, R, w, unsafe):
         "Both sums from one product Rᵀ Φ about the common frame, moved to each F_j; unsafe components directly."
         d, rt, dl = kern.d, R.T, kern.delta
-        t, N = rt @ self.features(kern, X, w), rt.sum(1)
+        t, N = _f64(rt @ self.features(kern, X, w)), rt.sum(1, dtype=np.float64)
         sx = t[:, :d] - N[:, None] * dl
         sxx = self.move(t, N, dl, d)
         for j in np.flatnonzero(unsafe):
@@ -604,6 +609,11 @@ def precision_cholesky(
 
 # %% ../nbs/07_gaussian.ipynb #99df139e
 _SAFE = 1e-10   # largest rounding error bound (relative) allowed on the fast path; beyond it a component goes direct
+_SAFE32 = 1e-2  # float32 kernels: a worst case at the data box's corner, where float32 rounds |y|² by about as much anyway
+
+def _compute_dtype(X)->type:
+    "The dtype the kernels compute in for rows X: float32 for float32 rows, float64 for everything else."
+    return np.float32 if getattr(X, 'dtype', None) == np.float32 else np.float64
 
 class GaussianKernels:
     "Fast E-step table, M-step statistics and M-step of a Gaussian mixture at one set of parameters."
@@ -616,13 +626,18 @@ class GaussianKernels:
         n_threads:int|None=1, # threads to spread chunks of rows over; None: all CPUs if a row costs enough, else 1
         frames:np.ndarray|None=None, # the statistics' frame F_j of each component, fixed for a fit, shape (k, d); None: the means
         box:tuple|None=None, # (lo, hi), each (d,): bounds of every row the kernels will see (a fit's data); None: per call
+        dtype=np.float64, # the products' dtype: float32 for float32 data (sums over chunks, parameters: float64)
     ):
         self.covariance_type, self.kind = covariance_type, COVARIANCE[covariance_type]
         self.scratch = Scratch() if scratch is None else scratch
+        self._given = weights, means, precisions_chol   # for `holds`
+        weights, means = np.asarray(weights, np.float64), np.asarray(means, np.float64)
+        if precisions_chol is not None: precisions_chol = np.asarray(precisions_chol, np.float64)
         self.weights, self.means, self.precisions_chol = weights, means, precisions_chol
+        self.dtype, self._siblings = np.dtype(dtype).type, {}
         self.k, self.d = k, d = means.shape
         self.frames = means if frames is None else frames
-        self.centre = weights @ means                   # c: the common frame of the fast products
+        self.centre = (weights @ means).astype(self.dtype)   # c: the common frame of the fast products (exact in dtype)
         self.mu = means - self.centre                   # means in that frame
         self.delta = self.frames - self.centre          # F_j - c, to move the fast path's sums to each F_j
         self.box = box
@@ -633,39 +648,60 @@ class GaussianKernels:
             self.const_direct = log_w + log_det - 0.5 * d * _LOG_2PI   # log π_j + log det U_j - d/2 log 2π
             self.const = self.const_direct - quad
             self.flops_per_row = self.kind.flops_per_row(self)
-        self.rows = max(16, CHUNK_BYTES // (8 * self.kind.chunk_width(self)))
+            for name in ('A', 'M'):                      # the products' tables in the kernels' dtype
+                if hasattr(self, name): setattr(self, name, getattr(self, name).astype(self.dtype, copy=False))
+            self.factor = precisions_chol.astype(self.dtype, copy=False)
+            self.const_t = self.const.astype(self.dtype, copy=False)
+        self.delta_t = self.delta.astype(self.dtype, copy=False)
+        self.rows = max(16, CHUNK_BYTES // (np.dtype(self.dtype).itemsize * self.kind.chunk_width(self)))
         self.by_rows = d >= BY_ROWS_MIN_D and self.kind.by_rows   # layout of the scratch arrays, see `_centred`
         if n_threads is None: n_threads = available_cpus() if self.flops_per_row >= PARALLEL_FLOPS_PER_ROW else 1
         self.n_threads = n_threads
 
     def holds(self, weights, means, precisions_chol)->bool:
         "Whether these kernels were built from exactly these parameter arrays (identity, not equality)."
-        return weights is self.weights and means is self.means and precisions_chol is self.precisions_chol
+        w, m, u = self._given
+        return weights is w and means is m and precisions_chol is u
+
+    def _for(self, X)->'GaussianKernels':
+        "These kernels, or (made once, cached) their sibling at the same θ in the dtype that X's rows compute in."
+        dtype = _compute_dtype(X)
+        if dtype == self.dtype: return self
+        if dtype not in self._siblings:
+            self._siblings[dtype] = GaussianKernels(self.covariance_type, self.weights, self.means, self.precisions_chol,
+                                                    scratch=self.scratch, n_threads=self.n_threads, frames=self.frames,
+                                                    box=self.box, dtype=dtype)
+        return self._siblings[dtype]
 
     def _centred(self, X, w, extra:int=0):
         "x̃ = X - c of a chunk as an (m, d + extra) array in worker w's scratch; columns d: are left to the caller."
         m, d = len(X), self.d
-        if self.by_rows: xc = self.scratch.get('xc', (m, d + extra), w)        # large d: row-major
-        else: xc = self.scratch.get('xc', (d + extra, m), w).T                # small d: feature-major
-        np.subtract(X, self.centre, out=xc[:, :d])
-        return xc
+        if self.by_rows:                                                       # large d: row-major
+            xc = self.scratch.get('xc', (m, d + extra), w, self.dtype)
+            np.subtract(X, self.centre, out=xc[:, :d])
+            return xc
+        xc = self.scratch.get('xc', (d + extra, m), w, self.dtype)               # small d: feature-major
+        np.subtract(X.T, self.centre[:, None], out=xc[:d])   # written in the output's order: twice as fast as via xc.T
+        return xc.T
 
     def _unsafe(self, X, offsets)->np.ndarray:
         "Components whose fast-path rounding bound (7.9) exceeds `_SAFE` for rows like X (within `box`), shape (k,)."
         lo, hi = self.box if self.box is not None else (X.min(0), X.max(0))
         big = np.maximum((lo - self.centre)**2, (hi - self.centre)**2)          # max over rows of x̃², per feature
-        return 4 * _EPS * self.kind.bound(self, big, offsets) > _SAFE
+        eps, safe = (_EPS, _SAFE) if self.dtype == np.float64 else (np.finfo(np.float32).eps, _SAFE32)
+        return 4 * eps * self.kind.bound(self, big, offsets) > safe
 
     def log_joint(self,
         X:np.ndarray, # rows, shape (n, d)
-    )->np.ndarray: # log π_j + log N(x_i | μ_j, Σ_j), a new column-major array of shape (n, k)
+    )->np.ndarray: # log π_j + log N(x_i | μ_j, Σ_j), a new column-major array of shape (n, k), float32 for float32 rows
         "The E-step's table of log joint probabilities: fast products, and the direct formula where they would round."
+        if _compute_dtype(X) != self.dtype: return self._for(X).log_joint(X)
         n, kind = len(X), self.kind
-        out = np.empty((n, self.k), order='F')              # column j (component j) contiguous
+        out = np.empty((n, self.k), order='F', dtype=self.dtype)   # column j (component j) contiguous
         unsafe = np.flatnonzero(self._unsafe(X, self.mu)) if n else []
         def chunk(a, b, w):
             kind.table_chunk(self, X[a:b], w, out[a:b])
-            out[a:b] += self.const
+            out[a:b] += self.const_t
             for j in unsafe:                                # far and narrow: the expanded square would lose digits
                 y = kind.direct(self, X[a:b] - self.means[j], j)
                 out[a:b, j] = self.const_direct[j] - 0.5 * np.einsum('md,md->m', y, y)
@@ -676,7 +712,8 @@ class GaussianKernels:
         X:np.ndarray, # rows, shape (n, d)
         wresp:np.ndarray, # responsibilities times sample weights, shape (n, k)
     )->dict: # 'nk' (k,), 'sum_x' Σ r (x - F_j) (k, d), 'sum_xx' of the type's shape; additive over blocks, iterations, θ's
-        "The M-step's sums over these rows, each component's about its own fixed frame F_j."
+        "The M-step's sums over these rows, each component's about its own fixed frame F_j (float64, whatever X's dtype)."
+        if _compute_dtype(X) != self.dtype: return self._for(X).stats(X, wresp)
         kind, F = self.kind, self.frames
         if self.precisions_chol is None: unsafe = np.ones(self.k, bool)   # a start: no θ to bound the rounding with
         else: unsafe = self._unsafe(X, self.delta) if len(X) else np.zeros(self.k, bool)
@@ -687,7 +724,7 @@ class GaussianKernels:
             return (np.stack([R[:, j] @ diffs[j] for j in range(self.k)]),
                     kind.combine([kind.moment(diffs[j], R[:, j]) for j in range(self.k)]))
         parts = run_chunks(chunk, len(X), self.rows, self.n_threads)
-        return dict(nk=wresp.sum(0), sum_x=sum(p[0] for p in parts), sum_xx=sum(p[1] for p in parts))
+        return dict(nk=wresp.sum(0, dtype=np.float64), sum_x=sum(p[0] for p in parts), sum_xx=sum(p[1] for p in parts))
 
     def parameters(self,
         stats:dict, # `stats` summed over all blocks of rows, in this fit's frames
