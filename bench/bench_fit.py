@@ -8,7 +8,7 @@ Both start from the same k-means labels (klem_nb calls scikit-learn's KMeans wit
 the script checks by comparing the fitted lower bounds.
 
 For klem_nb it also prints where a fit's time goes, from one profiled fit: validation (`validate_data`), the start
-(`_initialize_parameters`: k-means and the first M-step), the EM iterations (`em`), and the rest.
+(`_initialize_parameters`: k-means and the first M-step), the EM iterations (`_em_loop`, the engine's loop), and the rest.
 """
 import argparse, cProfile, gc, json, math, pstats, time, warnings
 from pathlib import Path
@@ -43,7 +43,7 @@ def fit_seconds(lib, X, k, cov_type, n_init):
         return time.perf_counter() - t, est
 
 
-PARTS = {'validation': 'validate_data', 'start': '_initialize_parameters', 'EM iterations': 'em'}
+PARTS = {'validation': 'validate_data', 'start': '_initialize_parameters', 'EM iterations': '_em_loop'}
 
 def breakdown(X, k, cov_type, n_init):
     "Seconds of one klem_nb fit spent in each part, from cumulative profile times."
