@@ -17,23 +17,12 @@ import numpy as np
 
 
 def problem(n, d, k, cov_type, rate, seed=0):
-    "Blobs, the same blobs with MCAR holes, and one set of starting parameters."
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=4.0, size=(k, d))
-    z = rng.integers(k, size=n)
-    A = rng.normal(size=(k, d, d)) / math.sqrt(d) + np.eye(d)
-    X = centres[z] + np.einsum('nij,nj->ni', A[z], rng.normal(size=(n, d)))
-    gone = rng.random(X.shape) < rate
+    "bench_gmm's blobs and starting parameters, and the same blobs with MCAR holes (never a whole row)."
+    import bench_gmm
+    X, start = bench_gmm.make_problem(n, d, k, cov_type, seed)
+    gone = np.random.default_rng(seed + 1).random(X.shape) < rate
     gone[gone.all(axis=1), 0] = False
-    Xh = np.where(gone, np.nan, X)
-    cov = np.cov(X, rowvar=False)
-    prec = np.linalg.inv(cov)
-    precisions = {'full': np.repeat(prec[None], k, axis=0), 'tied': prec,
-                  'diag': np.repeat(1 / np.diag(cov)[None], k, axis=0),
-                  'spherical': np.full(k, 1 / np.diag(cov).mean())}[cov_type]
-    start = dict(weights_init=np.full(k, 1 / k), means_init=X[rng.choice(n, size=k, replace=False)],
-                 precisions_init=precisions)
-    return X, Xh, start
+    return X, np.where(gone, np.nan, X), start
 
 
 def per_iteration(make, X, iters, repeat):
