@@ -6,7 +6,7 @@
 __all__ = ['COVARIANCE_TYPES', 'MODELS', 'DEFAULT_MODEL', 'CommandError', 'Option', 'Model', 'build_parser', 'check_data',
            'load_data', 'check_options', 'make_estimator', 'fit_estimator', 'format_table', 'parameter_tables',
            'information_criteria', 'fit_report', 'save_figure', 'fit_sequences', 'fit_command', 'main',
-           'selection_table', 'select_command']
+           'select_command']
 
 # %% ../nbs/18_cli.ipynb #8790b910
 import argparse
@@ -638,21 +638,6 @@ def main(
         return 1
 
 # %% ../nbs/18_cli.ipynb #2e7d901d
-def selection_table(
-    selector, # a fitted `GaussianMixtureIC`
-)->str: # one line per candidate, the choice marked
-    "The candidates of a model selection as a text table."
-    r, name = selector.results_, selector.criterion
-    rows = [[r['n_components'][i], r['covariance_type'][i], r[name][i], r['log_likelihood'][i], r['n_parameters'][i],
-             'yes' if r['converged'][i] else 'no', ('chosen' if i == selector.best_index_ else r['rejected'][i] or '')]
-            for i in range(len(r[name]))]
-    head = ['k', 'type', name.upper(), 'log-likelihood', 'parameters', 'converged', '']
-    cells = [head] + [[str(a), b, f"{c:.3f}", f"{d:.3f}", str(e), f, g] for a, b, c, d, e, f, g in rows]
-    widths = [max(len(row[j]) for row in cells) for j in range(len(head) - 1)]
-    return '\n'.join('  '.join([row[0].rjust(widths[0]), row[1].ljust(widths[1])] +
-                               [c.rjust(wd) for c, wd in zip(row[2:6], widths[2:])] + [row[6]]).rstrip()
-                     for row in cells)
-
 def select_command(
     args:argparse.Namespace, # the parsed options of `klem select`
 )->int: # exit status 0; problems raise `CommandError`
@@ -665,7 +650,7 @@ def select_command(
     if args.max_components > X.shape[0]:
         raise CommandError(f"--max-components {args.max_components} asks for more components than {data['path']} "
                            f"has rows ({X.shape[0]})")
-    from klem_nb.selection import GaussianMixtureIC
+    from klem_nb.selection import GaussianMixtureIC, results_table
     selector = GaussianMixtureIC(args.min_components, args.max_components, covariance_types=args.covariance_types,
                                  criterion=args.criterion, n_init=args.n_init, tol=args.tol, max_iter=args.max_iter,
                                  guard=args.guard, random_state=args.seed, n_jobs=args.jobs)
@@ -679,7 +664,7 @@ def select_command(
     out.flush()
     for w in caught: print(f"klem: warning: {w.category.__name__}: {_one_line(w.message)}", file=sys.stderr)
     best = selector.best_estimator_
-    print(f"\n{selection_table(selector)}\n", file=out)
+    print(f"\n{results_table(selector)}\n", file=out)
     print(f"chosen: k={selector.n_components_}, covariance_type={selector.covariance_type_}, "
           f"{args.criterion.upper()} {selector.results_[args.criterion][selector.best_index_]:.6f}, "
           f"log-likelihood {selector.results_['log_likelihood'][selector.best_index_]:.6f}", file=out)

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['n_parameters', 'component_parameters', 'smallest_variances', 'degeneracy', 'shared_start', 'GaussianMixtureIC',
-           'plot_criterion']
+           'results_table', 'plot_criterion']
 
 # %% ../nbs/16_selection.ipynb #818a33f0
 import math
@@ -333,6 +333,23 @@ class GaussianMixtureIC(DensityMixin, BaseEstimator):
     )->float: # mean log-likelihood per row under the chosen fit
         "The chosen fit's mean log-likelihood."
         return self._best().score(X)
+
+# %% ../nbs/16_selection.ipynb #e4b4620e
+def results_table(
+    selector, # a fitted `GaussianMixtureIC`
+)->str: # one line per candidate, the choice marked
+    "`results_` as a text table, one line per candidate, the choice marked: what `klem select` prints."
+    r, name = selector.results_, selector.criterion
+    rows = [[r['n_components'][i], r['covariance_type'][i], r[name][i], r['log_likelihood'][i], r['n_parameters'][i],
+             'yes' if r['converged'][i] else 'no', r['n_starts'][i], r['n_degenerate'][i],
+             ('chosen' if i == selector.best_index_ else r['rejected'][i] or '')]
+            for i in range(len(r[name]))]
+    head = ['k', 'type', name.upper(), 'log-likelihood', 'parameters', 'converged', 'starts', 'degenerate', '']
+    cells = [head] + [[str(a), b, f"{c:.3f}", f"{d:.3f}", str(e), f, str(g), str(h), x] for a, b, c, d, e, f, g, h, x in rows]
+    widths = [max(len(row[j]) for row in cells) for j in range(len(head) - 1)]
+    return '\n'.join('  '.join([row[0].rjust(widths[0]), row[1].ljust(widths[1])] +
+                               [c.rjust(wd) for c, wd in zip(row[2:8], widths[2:])] + [row[8]]).rstrip()
+                     for row in cells)
 
 # %% ../nbs/16_selection.ipynb #3c10b550
 _STYLE = {'full': ('o', 'C0'), 'tied': ('s', 'C1'), 'diag': ('D', 'C2'), 'spherical': ('^', 'C3')}   # the same look in every plot

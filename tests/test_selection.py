@@ -336,7 +336,7 @@ def test_klem_select_prints_the_table_and_writes_the_plot(tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[0].startswith('klem select: Gaussian mixtures, k = 1..4, tied, diag, by BIC; data bundled:faithful')
     table = [line.split() for line in lines[2:11]]
-    assert table[0] == ['k', 'type', 'BIC', 'log-likelihood', 'parameters', 'converged']
+    assert table[0] == ['k', 'type', 'BIC', 'log-likelihood', 'parameters', 'converged', 'starts', 'degenerate']
     assert [(row[0], row[1]) for row in table[1:]] == [(str(k), t) for k in range(1, 5) for t in ('tied', 'diag')]
     chosen = [row for row in table[1:] if row[-1] == 'chosen']
     assert len(chosen) == 1 and chosen[0][:2] == ['3', 'tied']
