@@ -266,10 +266,13 @@ class HMMModel(EMModel):
         if kern is not None:                                      # the same sums from the compiled loops (see Speed)
             try: scratch = self._scratch.get_nowait()             # work arrays reused by the chunks, one set per thread
             except queue.Empty: scratch = {}
-            ll, wg, start, xi, neg_h, ell_b, _ = _fb_compiled(kern, log_B, S.starts, w, th['startprob'], th['transmat'], scratch)
+            ll, wg, start, xi, neg_h, ell_b = _fb_compiled(kern, log_B, S.starts, w, th['startprob'], th['transmat'], scratch, stats)
+            if not stats:                                         # the forward loop alone
+                self._scratch.put(scratch)
+                return EStep(float(w.sum()), float(w @ ll), np.nan, np.nan, None)
             ell = _dot0(start, log_pi) + _dot0(xi, log_A) + ell_b
-            s = dict(start=start, trans=xi, **est._emission_stats(th, S.X, wg, consts)) if stats else None
-            self._scratch.put(scratch)
+            s = dict(start=start, trans=xi, **est._emission_stats(th, S.X, wg, consts))
+            self._scratch.put(scratch)                            # w·γ (in the scratch) is not needed any more
             return EStep(float(w.sum()), float(w @ ll), ell, neg_h, s)
         gamma = np.empty_like(log_B)
         ll, xi, neg_h = np.empty(len(S)), 0.0, 0.0
@@ -285,11 +288,15 @@ class HMMModel(EMModel):
         wg = gamma * np.repeat(w, S.lengths)[:, None]               # posteriors times the sequence weights
         start = wg[S.starts[:-1]].sum(0)
         ell = _dot0(start, log_pi) + _dot0(xi, log_A) + _dot0(wg, log_B)
-        s = dict(start=start, trans=xi + np.zeros_like(log_A), **est._emission_stats(th, S.X, wg, consts)) if stats else None
+        if not stats: return EStep(float(w.sum()), float(w @ ll), np.nan, np.nan, None)   # as the compiled path: L alone
+        s = dict(start=start, trans=xi + np.zeros_like(log_A), **est._emission_stats(th, S.X, wg, consts))
         return EStep(float(w.sum()), float(w @ ll), ell, neg_h, s)
 
     def e_step(self, S, sample_weight=None, stats=True):
-        "Forward–backward on each sequence of the block (batched by length, chunks on threads), with its sums."
+        """Forward–backward on each sequence of the block (batched by length, chunks on threads), with its sums.
+
+        `stats=False` (the engine's last pass, which reads only L) gives the log-likelihood alone: the compiled path runs
+        the forward loop only, and `expected_log_joint` and `neg_entropy` are NaN on both paths."""
         w = np.ones(len(S)) if sample_weight is None else np.asarray(sample_weight, float)
         chunks = _chunks_of(S.lengths, _ROWS_PER_COMPILED_CHUNK if _compiled() is not None else _ROWS_PER_CHUNK)
         def run(ab): return self._e_chunk(S[ab[0]:ab[1]], w[ab[0]:ab[1]], stats)
@@ -315,64 +322,79 @@ class HMMModel(EMModel):
 USE_NUMBA = os.environ.get('KLEM_NB_NUMBA', '1') != '0'   # False: the numpy recursion (14.4) above, the readable reference
 _ROWS_PER_COMPILED_CHUNK = 8_192   # the compiled path's thread unit: one chunk per sequence of this length or longer
 
-def _fb_loops(log_B, shift, starts, w, pi, A, alpha, vb, gamma, wgamma, c, out):
-    """(14.4) one sequence at a time in plain loops. In: log b (n, k) of a chunk's rows, each row's shift (its largest
-    entry) (n,), b̂ = exp(log b - shift) in `vb`, sequence starts (m + 1,), weights (m,), π, A. Out, per row: α̂ (n, k),
-    b̂ β̂ in `vb`, γ and w·γ (n, k), c (n,); in `out` (m + 2 + k + k²,): log p(x) of each sequence, Σ w γ log b, a status
-    (2: a sequence impossible), Σ w γ_1 (k,) and Σ w Σ_t α̂_t ⊗ b̂_t+1 β̂_t+1 / c_t+1 (k, k), ξ's sum before the factor A."""
-    n, k = log_B.shape
+_UNROLL_K = 8   # up to this many states the loops are compiled for the exact k (π passed as a tuple), fully unrolled
+
+def _fb_loops(log_B, vb, shift, starts, w, pi, A, alpha, rc, gamma, wgamma, out, backward):
+    """(14.4) one sequence at a time in plain loops, with every sum of the E-step in the backward loop. In: log b (n, k)
+    of a chunk's rows, b̂ = exp(log b - shift) in `vb`, each row's shift (n,), sequence starts (m + 1,), weights (m,),
+    π (an array, or a tuple: then k is a compile-time constant), A. Out, per row: w·γ (n, k); the arguments of the
+    three logarithms of (14.5), clamped to tiny and 1 where a row has no such term: α̂ in `alpha`, b̂ β̂ in `vb`, γ in
+    `gamma`; in `out` (m + 3 + k + k²,): log p(x) of each sequence, Σ w γ log b, Σ w Σ_t>1 log c_t, a status (2: a
+    sequence impossible), Σ w γ_1 (k,) and Σ w Σ_t α̂_t ⊗ b̂_t+1 β̂_t+1 / c_t+1 (k, k), ξ's sum before the factor A.
+    `backward` False: the forward loop alone, for log p(x)."""
+    k = len(pi)
     m = len(starts) - 1
-    AT = np.ascontiguousarray(A.T)
     nxt, beta, u = np.empty(k), np.empty(k), np.empty(k)
     start, pair = np.zeros(k), np.zeros((k, k))
-    ell_b, status = 0.0, 0.0
+    ell_b, log_c, status = 0.0, 0.0, 0.0
     for s in range(m):
         a, b, ws = starts[s], starts[s + 1], w[s]
-        lp = 0.0
-        for t in range(a, b):                                   # forward: α̂_t into alpha
+        lp, lc_in = 0.0, 0.0
+        for t in range(a, b):                                   # forward: α̂_t into alpha, 1 / c_t into rc
             if t == a:
                 for j in range(k): nxt[j] = pi[j] * vb[t, j]
             else:
                 for j in range(k): nxt[j] = 0.0
-                for i in range(k):                              # α̂_t-1 A, one row of A at a time (vectorises over j)
+                for i in range(k):                              # α̂_t-1 A, one row of A at a time
                     ai = alpha[t - 1, i]
                     for j in range(k): nxt[j] += ai * A[i, j]
                 for j in range(k): nxt[j] *= vb[t, j]
             tot = 0.0
             for j in range(k): tot += nxt[j]
             if not tot > 0:
-                if status == 0: status = 2.0
-                tot = 1.0
-            c[t], r = tot, 1.0 / tot
+                status = 2.0
+                break
+            lc = np.log(tot)
+            lp += lc + shift[t]
+            if t > a: lc_in += lc
+            r = 1.0 / tot
+            rc[t] = r
             for j in range(k): alpha[t, j] = nxt[j] * r
-            lp += np.log(tot) + shift[t]
         out[s] = lp
-        if status != 0:                                         # the caller raises
-            out[m + 1] = status
-            return
+        if status != 0: break                                   # the caller raises
+        if not backward: continue
+        log_c += ws * lc_in
         for j in range(k): beta[j] = 1.0
-        for t in range(b - 1, a - 1, -1):                      # backward: β̂_t in `beta`; γ_t, then β̂_t-1 and ξ_t-1
+        for t in range(b - 1, a - 1, -1):                      # backward: γ_t and its sums, then ξ_t-1 and β̂_t-1
             g = 0.0
             for j in range(k): g += alpha[t, j] * beta[j]
-            rg, rc = 1.0 / g, 1.0 / c[t]
+            rg, r, e = 1.0 / g, rc[t], 0.0
             for j in range(k):
                 gj = alpha[t, j] * beta[j] * rg
-                gamma[t, j], wgamma[t, j] = gj, ws * gj
-                ell_b += ws * gj * max(log_B[t, j], -1e300)     # 0 log 0 = 0: γ = 0 wherever b = 0
-                vb[t, j] *= beta[j]
-                u[j] = vb[t, j] * rc
+                gamma[t, j], wgamma[t, j] = max(gj, _TINY), ws * gj
+                e += gj * max(log_B[t, j], -1e300)              # 0 log 0 = 0: γ = 0 wherever b = 0
+                ub = vb[t, j] * beta[j]
+                vb[t, j] = max(ub, _TINY)
+                u[j] = ub * r
+            ell_b += ws * e
             if t > a:
                 for i in range(k):                              # Σ α̂_t-1 ⊗ u, row by row
                     ai = ws * alpha[t - 1, i]
                     for j in range(k): pair[i, j] += ai * u[j]
-                for i in range(k): beta[i] = 0.0
-                for j in range(k):                              # β̂_t-1 = A u, one column of A at a time
-                    uj = u[j]
-                    for i in range(k): beta[i] += AT[j, i] * uj
-        for j in range(k): start[j] += wgamma[a, j]
-    out[m], out[m + 1] = ell_b, status
-    out[m + 2:m + 2 + k] = start
-    out[m + 2 + k:] = pair.ravel()
+                for i in range(k):                              # β̂_t-1 = A u
+                    acc = 0.0
+                    for j in range(k): acc += A[i, j] * u[j]
+                    beta[i] = acc
+            for j in range(k): alpha[t, j] = max(alpha[t, j], _TINY)   # α̂_t is not needed any more
+        for j in range(k):                                      # the rows' terms that (14.5) leaves out: log 1 = 0
+            start[j] += wgamma[a, j]
+            vb[a, j] = 1.0                                      # no b̂ β̂ term at the first step
+            if b - a == 1: alpha[a, j] = gamma[a, j]            # a one-step chain: Σ γ log γ alone
+            else: alpha[b - 1, j] = 1.0                         # no α̂ term at the last step
+            gamma[a, j], gamma[b - 1, j] = 1.0, 1.0             # -γ log γ only inside the chain
+    out[m], out[m + 1], out[m + 2] = ell_b, log_c, status
+    out[m + 3:m + 3 + k] = start
+    out[m + 3 + k:] = pair.ravel()
 
 def _shift_loops(log_B, shift, out):
     "Each row's largest entry into `shift` (n,) and log b minus it into `out` (n, k)."
@@ -382,6 +404,13 @@ def _shift_loops(log_B, shift, out):
         for j in range(1, k): mx = max(mx, log_B[t, j])
         shift[t] = mx
         for j in range(k): out[t, j] = log_B[t, j] - mx
+
+def _count_loops(x, wg, out):
+    "Σ_t wγ_tj [x_t = s] into `out` (k, n_symbols): a categorical HMM's emission counts, row by row."
+    n, k = wg.shape
+    for t in range(n):
+        s = x[t]
+        for j in range(k): out[j, s] += wg[t, j]
 
 def _full_loops(X, means, prec_chol, const, out):
     "log N(x_t | μ_j, Σ_j) = const_j - ½ |(x_t - μ_j) L_j|² with L_j L_jᵀ = Σ_j⁻¹, into `out` (n, k), row by row."
@@ -418,41 +447,40 @@ def _compiled()->dict|None:
     if not _COMPILED:
         try: import numba
         except ImportError: _COMPILED['none'] = True; return None
-        for name, f in (('fb', _fb_loops), ('shift', _shift_loops), ('diag', _diag_loops), ('full', _full_loops)):
+        for name, f in (('fb', _fb_loops), ('shift', _shift_loops), ('diag', _diag_loops), ('full', _full_loops), ('count', _count_loops)):
             try: _COMPILED[name] = numba.njit(nogil=True, error_model='numpy', cache=True)(f)
             except Exception: _COMPILED[name] = numba.njit(nogil=True, error_model='numpy')(f)   # caching can fail (read-only install): compile per process
     return None if 'none' in _COMPILED else _COMPILED
 
-def _fb_compiled(kern:dict, log_B, starts, w, startprob, transmat, scratch:dict|None=None)->tuple:
-    """(log p(x) (m,), w·γ (n, k), Σ w γ_1 (k,), Σ w Σ_t ξ_t (k, k), Σ w Σ q log q (14.5), Σ w γ log b, γ) of a chunk by
-    the compiled loops; `scratch` keeps (n, k) work arrays (as large as the largest chunk) from one call to the next."""
+def _fb_compiled(kern:dict, log_B, starts, w, startprob, transmat, scratch:dict|None=None, backward:bool=True)->tuple:
+    """(log p(x) (m,), w·γ (n, k), Σ w γ_1 (k,), Σ w Σ_t ξ_t (k, k), Σ w Σ q log q (14.5), Σ w γ log b) of a chunk by
+    the compiled loops; `scratch` keeps (n, k) work arrays (as large as the largest chunk) from one call to the next.
+    `backward` False: log p(x) alone (the forward loop), the rest None."""
     n, k = log_B.shape
     m = len(starts) - 1
     starts = np.ascontiguousarray(starts, np.int64)
     scratch = {} if scratch is None else scratch
-    if scratch.get('k') != k or scratch['rows'] < n: scratch.update(k=k, rows=n, arrays=[np.empty((n, k)) for _ in range(5)], c=np.empty(n))
-    alpha, vb, gamma, wg, tmp = (a[:n] for a in scratch['arrays'])
-    c, out = scratch['c'][:n], np.empty(m + 2 + k + k * k)
+    if scratch.get('k') != k or scratch['rows'] < n:
+        scratch.update(k=k, rows=n, arrays=[np.empty((n, k)) for _ in range(4)], rc=np.empty(n), shift=np.empty(n))
+    alpha, vb, gamma, wg = (a[:n] for a in scratch['arrays'])
+    rc, shift, out = scratch['rc'][:n], scratch['shift'][:n], np.empty(m + 3 + k + k * k)
     log_B = np.ascontiguousarray(log_B, float)
-    shift = np.empty(n)
     kern['shift'](log_B, shift, vb)                             # each step's emissions scaled by their largest, as in numpy
     if not np.isfinite(shift).all(): raise ValueError("an observation has probability 0 under every state")
     np.exp(vb, out=vb)                                          # b̂, by numpy's vectorised exp
-    kern['fb'](log_B, shift, starts, np.ascontiguousarray(w, float), np.ascontiguousarray(startprob, float),
-               np.ascontiguousarray(transmat, float), alpha, vb, gamma, wg, c, out)
-    if out[m + 1] == 2: raise ValueError("a sequence has probability 0 under the current parameters (check zeros in startprob_/transmat_)")
-    xi = transmat * out[m + 2 + k:].reshape(k, k)
-    # (14.5) by rows, with numpy's vectorised log: γ log α̂ (all but last), γ log b̂β̂ - log c (all but first), -γ log γ (inside)
-    def row_plog(v): return np.einsum('ij,ij->i', gamma, np.log(np.maximum(v, _TINY, out=tmp), out=tmp))
-    r_a, r_b, r_g = row_plog(alpha), row_plog(vb), row_plog(gamma)
-    r_b -= np.log(c)
-    per = r_a + r_b - r_g
-    first, last = starts[:-1], starts[1:] - 1
-    per[first], per[last] = r_a[first], r_b[last]
-    one = first == last
-    per[first[one]] = r_g[first[one]]                           # a one-step chain: Σ γ log γ
-    with np.errstate(divide='ignore'): neg_h = float(np.add.reduceat(per, first) @ w) + _dot0(xi, np.log(transmat))
-    return out[:m], wg, out[m + 2:m + 2 + k], xi, neg_h, out[m], gamma
+    pi = np.ascontiguousarray(startprob, float)
+    kern['fb'](log_B, vb, shift, starts, np.ascontiguousarray(w, float), tuple(pi) if k <= _UNROLL_K else pi,
+               np.ascontiguousarray(transmat, float), alpha, rc, gamma, wg, out, backward)
+    if out[m + 2] == 2: raise ValueError("a sequence has probability 0 under the current parameters (check zeros in startprob_/transmat_)")
+    if not backward: return out[:m], None, None, None, None, None
+    xi = transmat * out[m + 3 + k:].reshape(k, k)
+    # (14.5) = Σ w γ log α̂ + Σ w γ log b̂β̂ - Σ w γ log γ - Σ w log c + Σ ξ log A, each row's terms as the loops left them,
+    # by numpy's vectorised log in place and three dot products
+    flat = wg.reshape(-1)
+    def wlog(v): return flat @ np.log(v, out=v).reshape(-1)
+    with np.errstate(divide='ignore'):
+        neg_h = wlog(alpha) + wlog(vb) - wlog(gamma) - out[m + 1] + _dot0(xi, np.log(transmat))
+    return out[:m], wg, out[m + 3:m + 3 + k], xi, float(neg_h), out[m]
 
 # %% ../nbs/14_hmm.ipynb #a1679b70
 def _normalize(a:np.ndarray, axis=None)->np.ndarray:
@@ -804,12 +832,16 @@ class GaussianHMM(BaseHMM):
         out[obs] = lp
         return out
 
+    def _row_consts(self, X):
+        return dict(x2=X * X) if self.covariance_type in ('spherical', 'diag') else {}   # x², once per fit
+
     def _emission_stats(self, th, X, wg, consts=None):
         obs = ~np.isnan(X[:, 0])
-        if not obs.all(): X, wg = X[obs], wg[obs]
+        x2 = (consts or {}).get('x2')
+        if not obs.all(): X, wg, x2 = X[obs], wg[obs], None if x2 is None else x2[obs]
         s = dict(post=wg.sum(0), obs=wg.T @ X)
         n, d = X.shape
-        if self.covariance_type in ('spherical', 'diag'): s['obs**2'] = wg.T @ (X * X)
+        if self.covariance_type in ('spherical', 'diag'): s['obs**2'] = wg.T @ (X * X if x2 is None else x2)
         elif n * d * d <= 1 << 22:                                # Σ_t γ_tj x_t x_tᵀ for all j by one product, when x xᵀ is small
             s['obs*obs.T'] = (wg.T @ (X[:, :, None] * X[:, None, :]).reshape(n, d * d)).reshape(-1, d, d)
         else: s['obs*obs.T'] = np.stack([(X * wg[:, [j]]).T @ X for j in range(wg.shape[1])])
@@ -976,6 +1008,11 @@ class CategoricalHMM(BaseHMM):
 
     def _emission_stats(self, th, X, wg, consts=None):
         k, nf = th['emissionprob'].shape
+        kern = _compiled()
+        if kern is not None:                                        # one compiled pass over the rows
+            counts = np.zeros((k, nf))
+            kern['count'](np.ascontiguousarray(X[:, 0], np.int64), np.ascontiguousarray(wg), counts)
+            return dict(obs=counts)
         cell = (X[:, :1] * k + np.arange(k)).ravel()                # (symbol, state) of every entry of wg
         return dict(obs=np.bincount(cell, weights=wg.ravel(), minlength=nf * k).reshape(nf, k).T)
 
@@ -1106,7 +1143,7 @@ class PoissonHMM(BaseHMM):
         obs = ~np.isnan(X[:, 0])
         lf = (consts or self._row_consts(X))['log_fact']
         if not obs.all(): X, wg, lf = X[obs], wg[obs], lf[obs]
-        return dict(post=wg.sum(0), obs=wg.T @ X, log_fact=np.array(wg.sum(1) @ lf))
+        return dict(post=wg.sum(0), obs=wg.T @ X, log_fact=np.array((lf @ wg).sum()))
 
     def _emission_elj(self, th, stats):
         from scipy.special import xlogy
