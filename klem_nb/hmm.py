@@ -244,7 +244,7 @@ class HMMModel(EMModel):
     "The `EMModel` of an HMM: the data units are whole sequences, θ = (π, A, emission parameters) in `theta`."
     def __init__(self, est, theta:dict, n_jobs:int=1):
         self.est, self.theta, self.n_jobs = est, theta, n_jobs
-        self._prior, self._data, self._scratch = (None, 0.0), {}, queue.SimpleQueue()
+        self._prior, self._data, self._scratch, self._pool = (None, 0.0), {}, queue.SimpleQueue(), None
 
     def log_prior(self)->float:
         "log p(θ) of hmmlearn's priors at the current θ (0 when flat), once per θ: `em` adds it to the ledger's L and F."
@@ -302,7 +302,8 @@ class HMMModel(EMModel):
         def run(ab): return self._e_chunk(S[ab[0]:ab[1]], w[ab[0]:ab[1]], stats)
         with one_blas_thread():                                   # tall-skinny products: one BLAS thread is faster
             if self.n_jobs > 1 and len(chunks) > 1:
-                with ThreadPoolExecutor(min(self.n_jobs, len(chunks))) as pool: parts = list(pool.map(run, chunks))
+                if self._pool is None: self._pool = ThreadPoolExecutor(self.n_jobs)   # one pool for the model's E-steps
+                parts = list(self._pool.map(run, chunks))
             else: parts = [run(ab) for ab in chunks]
         total = parts[0]
         for p in parts[1:]: total = total + p
@@ -334,6 +335,7 @@ def _fb_loops(log_B, vb, shift, starts, w, pi, A, alpha, rc, gamma, wgamma, out,
     `backward` False: the forward loop alone, for log p(x)."""
     k = len(pi)
     m = len(starts) - 1
+    AT = np.ascontiguousarray(A.T)
     nxt, beta, u = np.empty(k), np.empty(k), np.empty(k)
     start, pair = np.zeros(k), np.zeros((k, k))
     ell_b, log_c, status = 0.0, 0.0, 0.0
@@ -381,10 +383,10 @@ def _fb_loops(log_B, vb, shift, starts, w, pi, A, alpha, rc, gamma, wgamma, out,
                 for i in range(k):                              # Σ α̂_t-1 ⊗ u, row by row
                     ai = ws * alpha[t - 1, i]
                     for j in range(k): pair[i, j] += ai * u[j]
-                for i in range(k):                              # β̂_t-1 = A u
-                    acc = 0.0
-                    for j in range(k): acc += A[i, j] * u[j]
-                    beta[i] = acc
+                for i in range(k): beta[i] = 0.0
+                for j in range(k):                              # β̂_t-1 = A u, one column of A at a time
+                    uj = u[j]
+                    for i in range(k): beta[i] += AT[j, i] * uj
             for j in range(k): alpha[t, j] = max(alpha[t, j], _TINY)   # α̂_t is not needed any more
         for j in range(k):                                      # the rows' terms that (14.5) leaves out: log 1 = 0
             start[j] += wgamma[a, j]
@@ -413,13 +415,15 @@ def _count_loops(x, wg, out):
         for j in range(k): out[j, s] += wg[t, j]
 
 def _full_loops(X, means, prec_chol, const, out):
-    "log N(x_t | μ_j, Σ_j) = const_j - ½ |(x_t - μ_j) L_j|² with L_j L_jᵀ = Σ_j⁻¹, into `out` (n, k), row by row."
-    n, d = X.shape
-    k = len(means)
+    """log N(x_t | μ_j, Σ_j) = const_j - ½ |(x_t - μ_j) L_j|² with L_j L_jᵀ = Σ_j⁻¹, into `out` (n, k), row by row;
+    `means` (k, d) an array, or a tuple of tuples: then k and d are compile-time constants."""
+    n = X.shape[0]
+    k, d = len(means), len(means[0])
     z = np.empty(d)
     for t in range(n):
         for j in range(k):
-            for g in range(d): z[g] = X[t, g] - means[j, g]
+            mj = means[j]
+            for g in range(d): z[g] = X[t, g] - mj[g]
             acc = 0.0
             for f in range(d):
                 y = 0.0
@@ -428,14 +432,14 @@ def _full_loops(X, means, prec_chol, const, out):
             out[t, j] = const[j] - 0.5 * acc
 
 def _diag_loops(X, means, prec, const, out):
-    "log N(x_t | μ_j, diag(1/prec_j)) = const_j - ½ Σ_f prec_jf (x_tf - μ_jf)² into `out` (n, k), row by row."
-    n, d = X.shape
-    k = len(means)
+    "log N(x_t | μ_j, diag(1/prec_j)) = const_j - ½ Σ_f prec_jf (x_tf - μ_jf)² into `out` (n, k), row by row; `means` as in `_full_loops`."
+    n = X.shape[0]
+    k, d = len(means), len(means[0])
     for t in range(n):
         for j in range(k):
-            acc = 0.0
+            mj, acc = means[j], 0.0
             for f in range(d):
-                z = X[t, f] - means[j, f]
+                z = X[t, f] - mj[f]
                 acc += prec[j, f] * z * z
             out[t, j] = const[j] - 0.5 * acc
 
@@ -824,9 +828,10 @@ class GaussianHMM(BaseHMM):
             k, d = th['means'].shape
             lp, const = np.empty((len(Xo), k)), -0.5 * d * np.log(2 * np.pi) + np.broadcast_to(log_det_cholesky(pc, ct, d), (k,))
             Xc, means = np.ascontiguousarray(Xo), np.ascontiguousarray(th['means'], float)
+            mt = tuple(map(tuple, means)) if k <= _UNROLL_K and d <= _UNROLL_K else means   # small k and d: unrolled loops
             if ct in ('diag', 'spherical'):
-                kern['diag'](Xc, means, np.ascontiguousarray(np.broadcast_to((pc ** 2)[:, None] if ct == 'spherical' else pc ** 2, (k, d))), const, lp)
-            else: kern['full'](Xc, means, np.ascontiguousarray(np.broadcast_to(pc, (k, d, d))), const, lp)
+                kern['diag'](Xc, mt, np.ascontiguousarray(np.broadcast_to((pc ** 2)[:, None] if ct == 'spherical' else pc ** 2, (k, d))), const, lp)
+            else: kern['full'](Xc, mt, np.ascontiguousarray(np.broadcast_to(pc, (k, d, d))), const, lp)
         if obs.all(): return lp
         out = np.zeros((len(X), self.n_components))
         out[obs] = lp
@@ -842,9 +847,9 @@ class GaussianHMM(BaseHMM):
         s = dict(post=wg.sum(0), obs=wg.T @ X)
         n, d = X.shape
         if self.covariance_type in ('spherical', 'diag'): s['obs**2'] = wg.T @ (X * X if x2 is None else x2)
-        elif n * d * d <= 1 << 22:                                # Σ_t γ_tj x_t x_tᵀ for all j by one product, when x xᵀ is small
+        elif n * d * d <= 1 << 22 and wg.shape[1] > d:            # Σ_t γ_tj x_t x_tᵀ for all j by one product (x xᵀ small, k > d)
             s['obs*obs.T'] = (wg.T @ (X[:, :, None] * X[:, None, :]).reshape(n, d * d)).reshape(-1, d, d)
-        else: s['obs*obs.T'] = np.stack([(X * wg[:, [j]]).T @ X for j in range(wg.shape[1])])
+        else: s['obs*obs.T'] = np.stack([(X * wg[:, [j]]).T @ X for j in range(wg.shape[1])])   # k products (faster for k <= d)
         return s
 
     def _scatter(self, stats, means):
@@ -1004,7 +1009,8 @@ class CategoricalHMM(BaseHMM):
         _check_sum_1('emissionprob_', e)
 
     def _log_frameprob(self, th, X, consts=None):
-        with np.errstate(divide='ignore'): return np.log(th['emissionprob']).T[X[:, 0]]   # rows of log b: (n, k), contiguous
+        with np.errstate(divide='ignore'): log_e = np.ascontiguousarray(np.log(th['emissionprob']).T)
+        return np.take(log_e, X[:, 0], axis=0)                       # rows of log b: (n, k), contiguous
 
     def _emission_stats(self, th, X, wg, consts=None):
         k, nf = th['emissionprob'].shape

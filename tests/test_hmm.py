@@ -462,3 +462,48 @@ def test_compiled_without_a_disk_cache():
             "e = H.PoissonHMM(2, n_iter=3, random_state=0).fit(np.random.default_rng(0).poisson(4, size=(200, 1)).astype(float))\n"
             "print(H._compiled() is not None, np.isfinite(e.lambdas_).all())")
     assert _python(code, KLEM_NB_NUMBA='1') == ['True', 'True']
+
+@pytest.mark.skipif(numba is None, reason='numba is not installed')
+@pytest.mark.parametrize('k', [3, 11])                              # unrolled loops (k <= 8) and the generic ones
+def test_compiled_entropy_equals_direct_formula(k, monkeypatch):
+    "The compiled E-step's Σ q log q (from three logs per row) equals Σ_t Σ_ij ξ log(ξ/γ_t) + Σ γ_1 log γ_1 with explicit ξ_t."
+    import klem_nb.hmm as H
+    monkeypatch.setattr(H, 'USE_NUMBA', True)
+    rng = np.random.default_rng(k)
+    lengths, w = np.array([1, 2, 9, 40]), np.array([0.5, 1.0, 2.0, 1.5])
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    log_B = rng.normal(scale=3, size=(lengths.sum(), k))
+    pi, A = rng.dirichlet(np.ones(k)), rng.dirichlet(np.ones(k), size=k)
+    ll, wg, start, xi, neg_h, ell_b = H._fb_compiled(H._compiled(), log_B, starts, w, pi, A)
+    direct, xi_sum = 0.0, np.zeros((k, k))
+    for s in range(len(lengths)):
+        lb = log_B[starts[s]:starts[s + 1]]
+        B = np.exp(lb - lb.max(1, keepdims=True))
+        fwd, bwd, c = (v[0] for v in H._passes_plain(pi, A, B[None]))
+        g = fwd * bwd / (fwd * bwd).sum(1, keepdims=True)
+        h = (g[0] * np.log(g[0])).sum()
+        for t in range(len(lb) - 1):
+            x = fwd[t][:, None] * A * (B[t + 1] * bwd[t + 1])[None] / c[t + 1]
+            h += (x * np.log(x / g[t][:, None])).sum()
+            xi_sum += w[s] * x
+        direct += w[s] * h
+    np.testing.assert_allclose(neg_h, direct, rtol=1e-10)
+    np.testing.assert_allclose(xi, xi_sum, rtol=1e-10)
+
+@pytest.mark.skipif(numba is None, reason='numba is not installed')
+def test_compiled_gamma_mutation_opens_the_gap(monkeypatch):
+    "Mutation: perturb the compiled loops' w·γ after they return and the ledger's E-row KL gap is no longer 0."
+    import klem_nb.hmm as H
+    monkeypatch.setattr(H, 'USE_NUMBA', True)
+    X, lengths, start = _pois_data()
+    def gaps():
+        est = _set(PoissonHMM(n_components=2, init_params='', n_iter=4, tol=0), start).fit(X, lengths)
+        tr = est.trace_
+        return np.abs(tr.kl_gap[tr.step == 'E']).max() / np.abs(tr.free_energy).max()
+    assert gaps() < 1e-12
+    real = H._compiled()['fb']
+    def bent(*args):
+        real(*args)
+        if args[-1]: args[10][::7] *= 1.001                          # w·γ of every 7th row, 0.1% off
+    monkeypatch.setitem(H._COMPILED, 'fb', bent)
+    assert gaps() > 1e-6
