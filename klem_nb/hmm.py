@@ -323,7 +323,10 @@ class HMMModel(EMModel):
 USE_NUMBA = os.environ.get('KLEM_NB_NUMBA', '1') != '0'   # False: the numpy recursion (14.4) above, the readable reference
 _ROWS_PER_COMPILED_CHUNK = 8_192   # the compiled path's thread unit: one chunk per sequence of this length or longer
 
-_UNROLL_K = 8   # up to this many states the loops are compiled for the exact k (π passed as a tuple), fully unrolled
+_UNROLL_K = 8   # up to this many states the loops are compiled for the exact k (π passed as a tuple), fully unrolled...
+_UNROLL_MIN_ROWS = 4_096   # ...for chunks of at least this many rows, which repay the compilation (about a second per k)
+
+def _unroll(k:int, n:int)->bool: return k <= _UNROLL_K and n >= _UNROLL_MIN_ROWS
 
 def _fb_loops(log_B, vb, shift, starts, w, pi, A, alpha, rc, gamma, wgamma, out, backward):
     """(14.4) one sequence at a time in plain loops, with every sum of the E-step in the backward loop. In: log b (n, k)
@@ -473,7 +476,7 @@ def _fb_compiled(kern:dict, log_B, starts, w, startprob, transmat, scratch:dict|
     if not np.isfinite(shift).all(): raise ValueError("an observation has probability 0 under every state")
     np.exp(vb, out=vb)                                          # b̂, by numpy's vectorised exp
     pi = np.ascontiguousarray(startprob, float)
-    kern['fb'](log_B, vb, shift, starts, np.ascontiguousarray(w, float), tuple(pi) if k <= _UNROLL_K else pi,
+    kern['fb'](log_B, vb, shift, starts, np.ascontiguousarray(w, float), tuple(pi) if _unroll(k, n) else pi,
                np.ascontiguousarray(transmat, float), alpha, rc, gamma, wg, out, backward)
     if out[m + 2] == 2: raise ValueError("a sequence has probability 0 under the current parameters (check zeros in startprob_/transmat_)")
     if not backward: return out[:m], None, None, None, None, None
@@ -828,7 +831,7 @@ class GaussianHMM(BaseHMM):
             k, d = th['means'].shape
             lp, const = np.empty((len(Xo), k)), -0.5 * d * np.log(2 * np.pi) + np.broadcast_to(log_det_cholesky(pc, ct, d), (k,))
             Xc, means = np.ascontiguousarray(Xo), np.ascontiguousarray(th['means'], float)
-            mt = tuple(map(tuple, means)) if k <= _UNROLL_K and d <= _UNROLL_K else means   # small k and d: unrolled loops
+            mt = tuple(map(tuple, means)) if _unroll(max(k, d), len(Xc)) else means   # small k and d: unrolled loops
             if ct in ('diag', 'spherical'):
                 kern['diag'](Xc, mt, np.ascontiguousarray(np.broadcast_to((pc ** 2)[:, None] if ct == 'spherical' else pc ** 2, (k, d))), const, lp)
             else: kern['full'](Xc, mt, np.ascontiguousarray(np.broadcast_to(pc, (k, d, d))), const, lp)
@@ -849,7 +852,7 @@ class GaussianHMM(BaseHMM):
         if self.covariance_type in ('spherical', 'diag'): s['obs**2'] = wg.T @ (X * X if x2 is None else x2)
         elif n * d * d <= 1 << 22 and wg.shape[1] > d:            # Σ_t γ_tj x_t x_tᵀ for all j by one product (x xᵀ small, k > d)
             s['obs*obs.T'] = (wg.T @ (X[:, :, None] * X[:, None, :]).reshape(n, d * d)).reshape(-1, d, d)
-        else: s['obs*obs.T'] = np.stack([(X * wg[:, [j]]).T @ X for j in range(wg.shape[1])])   # k products (faster for k <= d)
+        else: s['obs*obs.T'] = np.stack([(X * wg[:, j:j + 1]).T @ X for j in range(wg.shape[1])])   # k products (faster for k <= d)
         return s
 
     def _scatter(self, stats, means):

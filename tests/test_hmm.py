@@ -389,6 +389,7 @@ def test_compiled_equals_numpy(family, monkeypatch):
     "The compiled E-step gives the numpy E-step's fit, ledger (L, F and the KL gap), posteriors and decoding, to 1e-12."
     import klem_nb.hmm as H
     monkeypatch.setattr(H, '_ROWS_PER_COMPILED_CHUNK', 200)         # several chunks: the threads have work
+    monkeypatch.setattr(H, '_UNROLL_MIN_ROWS', 150)                 # the larger chunks take the loops unrolled for k
     fits = {}
     for flag in (True, False):
         monkeypatch.setattr(H, 'USE_NUMBA', flag)
@@ -464,11 +465,12 @@ def test_compiled_without_a_disk_cache():
     assert _python(code, KLEM_NB_NUMBA='1') == ['True', 'True']
 
 @pytest.mark.skipif(numba is None, reason='numba is not installed')
-@pytest.mark.parametrize('k', [3, 11])                              # unrolled loops (k <= 8) and the generic ones
-def test_compiled_entropy_equals_direct_formula(k, monkeypatch):
+@pytest.mark.parametrize('k, unroll', [(3, True), (3, False), (11, True)])   # loops unrolled for k <= 8, generic otherwise
+def test_compiled_entropy_equals_direct_formula(k, unroll, monkeypatch):
     "The compiled E-step's Σ q log q (from three logs per row) equals Σ_t Σ_ij ξ log(ξ/γ_t) + Σ γ_1 log γ_1 with explicit ξ_t."
     import klem_nb.hmm as H
     monkeypatch.setattr(H, 'USE_NUMBA', True)
+    monkeypatch.setattr(H, '_UNROLL_MIN_ROWS', 0 if unroll else 10 ** 9)
     rng = np.random.default_rng(k)
     lengths, w = np.array([1, 2, 9, 40]), np.array([0.5, 1.0, 2.0, 1.5])
     starts = np.concatenate([[0], np.cumsum(lengths)])
