@@ -341,16 +341,18 @@ class UnitChunks:
     def __init__(self,
         X, # a Dask array of rows whose chunk boundaries are unit boundaries (see `unit_chunks`)
         units:np.ndarray, # the number of units before each chunk boundary, shape (n_chunks + 1,)
-        block:Callable, # block(X_chunk, c) -> the model's block of chunk c's units, from the chunk's rows (numpy)
+        block:Callable, # block(X_chunk, part) -> the model's block of the chunk's units, from its rows (numpy)
+        parts:list|None=None, # what `block` needs to know of each chunk (small: only its own goes to its task); None: c
     ):
         if len(units) != len(X.chunks[0]) + 1: raise ValueError(f"units must have one entry per chunk boundary ({len(X.chunks[0]) + 1})")
         self.X, self.units, self.block = X, np.asarray(units, dtype=np.int64), block
+        self.parts = list(range(len(X.chunks[0]))) if parts is None else parts
 
     def __len__(self): return int(self.units[-1])
 
-def _unit_task(fn, block, X, c, sample_weight, start, block_size):
-    "One Dask task: chunk c's rows made into the model's block of units, then the sum over its blocks, BLAS on one thread."
-    with _one_blas_thread(): return _reduce_local(fn, block(X, c), sample_weight, block_size, start)
+def _unit_task(fn, block, X, part, sample_weight, start, block_size):
+    "One Dask task: a chunk's rows made into the model's block of units, then the sum over its blocks, BLAS on one thread."
+    with _one_blas_thread(): return _reduce_local(fn, block(X, part), sample_weight, block_size, start)
 
 def _reduce_units(fn, U:UnitChunks, sample_weight, block_size, split_every=8):
     "One task per chunk of whole units (empty chunks skipped), a tree of additions, computed by the active scheduler."
@@ -361,7 +363,7 @@ def _reduce_units(fn, U:UnitChunks, sample_weight, block_size, split_every=8):
     level = []
     for c, x in enumerate(U.X.to_delayed().reshape(-1)):
         a, b = int(U.units[c]), int(U.units[c + 1])
-        if b > a: level.append(delayed(_unit_task, pure=False)(f, make, x, c, None if sample_weight is None else
+        if b > a: level.append(delayed(_unit_task, pure=False)(f, make, x, U.parts[c], None if sample_weight is None else
                                                                sample_weight[a:b], a, block_size))
     return _tree_sum(level, split_every)
 

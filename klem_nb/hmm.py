@@ -1138,37 +1138,37 @@ class _DaskHMMModel(HMMModel):
     def __getstate__(self): return dict(est=self.est, theta=self.theta)
     def __setstate__(self, state): HMMModel.__init__(self, state['est'], state['theta'])
 
-def _chunk_sequences(starts:np.ndarray, units:np.ndarray, X, c:int)->Sequences:
-    "Chunk c of a Dask X as `Sequences` (its own rows, its sequences' starts counted from its first row)."
-    a, b = units[c], units[c + 1]
-    return Sequences(np.asarray(X), starts[a:b + 1] - starts[a])
+def _chunk_sequences(X, starts:np.ndarray)->Sequences:
+    "A chunk of a Dask X as `Sequences`: its rows, and its sequences' starts counted from its first row."
+    return Sequences(np.asarray(X), starts)
 
-def _dask_sequences(X, lengths)->tuple:
-    "(X with chunks of whole sequences, the sequences' starts (m + 1,), the sequences before each chunk boundary)."
+def _dask_sequences(X, lengths)->UnitChunks:
+    "A Dask X with `lengths` as `UnitChunks` of whole sequences (chunk boundaries moved to sequence boundaries)."
     if X.ndim != 2: raise ValueError(f"X must be a non-empty 2-D array (n_samples, n_features), got shape {X.shape}")
     if is_dask_array(lengths): lengths = lengths.compute()
     starts = split_lengths(X.shape[0], lengths)
     X, units = unit_chunks(X, starts)
-    return X, starts, units
+    local = [starts[a:b + 1] - starts[a] for a, b in zip(units[:-1], units[1:])]   # each chunk's own sequence starts
+    return UnitChunks(X, units, _chunk_sequences, local)
 
 class _Largest:
     "A chunk's largest symbol (-1 for non-symbol data); adding two keeps the larger, so the tree sum finds X's."
     def __init__(self, value:int): self.value = value
     def __add__(self, other): return _Largest(max(self.value, other.value))
 
-def _check_chunk(est, starts, a, S, w):
+def _check_chunk(est, a, S, w):
     "Validate a block of whole sequences (the first is sequence a) as `fit` validates X; its largest symbol."
     try:
         X = est._check_X(S.X, fitting=True)
         est._starts(X, S.lengths)
-    except ValueError as e: raise ValueError(f"{e} (in the Dask chunk from row {starts[a]} of X, sequence {a})") from None
+    except ValueError as e: raise ValueError(f"{e} (in the Dask chunk from sequence {a} of X)") from None
     return _Largest(int(X.max()) if np.issubdtype(X.dtype, np.integer) else -1)
 
 def _dask_start(self, X, lengths)->tuple:
     "(`UnitChunks` of a Dask X's sequences, `_DaskHMMModel` at the starting θ): validation and the start, chunk by chunk."
-    X, starts, units = _dask_sequences(X, lengths)
-    raw = UnitChunks(X, units, partial(_chunk_sequences, starts, units))
-    largest = reduce_blocks(partial(_check_chunk, self, starts), raw).value
+    U = _dask_sequences(X, lengths)
+    X = U.X
+    largest = reduce_blocks(partial(_check_chunk, self), U).value
     est = copy.copy(self)                                           # the fit's own copy: self changes only at the end
     if isinstance(self, CategoricalHMM) and self.n_features is None and self._needs_init('e', 'emissionprob_'):
         est.n_features = largest + 1                                # the in-memory fit's symbol count: from all rows
@@ -1180,28 +1180,28 @@ def _dask_start(self, X, lengths)->tuple:
     sample = est._check_X(X[rows].compute() if len(rows) < n else X.compute(), fitting=True)
     th = est._init_theta(sample, None)
     self._check_theta(th)
-    dtype = X.dtype if isinstance(self, CategoricalHMM) and np.issubdtype(X.dtype, np.integer) else (
-        np.int64 if isinstance(self, CategoricalHMM) else np.float64)  # the rows as `_check_X` hands them to the E-step
-    return UnitChunks(X.astype(dtype), units, partial(_chunk_sequences, starts, units)), _DaskHMMModel(est, th)
+    if not isinstance(self, CategoricalHMM): dtype = np.float64       # the rows as `_check_X` hands them to the E-step
+    else: dtype = X.dtype if np.issubdtype(X.dtype, np.integer) else np.int64
+    return UnitChunks(X.astype(dtype), U.units, U.block, U.parts), _DaskHMMModel(est, th)
 
 def _dask_sum(self, X, lengths, method:str, *args)->float:
     "Σ over the chunks of whole sequences of `method`(chunk, its lengths)[0 if a tuple], as Dask tasks."
-    X, starts, units = _dask_sequences(X, lengths)
+    check_is_fitted(self, 'startprob_')
     est = copy.copy(self)
     def part(a, S, w):
         out = getattr(est, method)(S.X, S.lengths, *args)
         return out[0] if isinstance(out, tuple) else out
-    return float(reduce_blocks(part, UnitChunks(X, units, partial(_chunk_sequences, starts, units))))
+    return float(reduce_blocks(part, _dask_sequences(X, lengths)))
 
 def _dask_rows(self, X, lengths, method:str, *args):
     "`method`(chunk, its lengths) per row, lazily: a Dask array with X's chunks of whole sequences."
     check_is_fitted(self, 'startprob_')
-    X, starts, units = _dask_sequences(X, lengths)
-    est, k = copy.copy(self), self.n_components                    # the parameters as they are now
+    U = _dask_sequences(X, lengths)
+    X, parts, est, k = U.X, U.parts, copy.copy(self), self.n_components   # the parameters as they are now
     proba = method == 'predict_proba'
     def rows(x, block_id=None):
         if not len(x): return np.empty((0, k) if proba else (0,), float if proba else np.int64)
-        S = _chunk_sequences(starts, units, x, block_id[0])
+        S = _chunk_sequences(x, parts[block_id[0]])
         out = getattr(est, method)(S.X, S.lengths, *args)
         return out[1] if isinstance(out, tuple) else out
     if proba: return X.map_blocks(rows, chunks=(X.chunks[0], (k,)), dtype=float, meta=np.empty((0, 0)))

@@ -153,14 +153,15 @@ def test_chunks_on_sequence_boundaries_stay_and_others_move():
     X, lengths = poisson_data()
     starts = np.r_[0, np.cumsum(lengths)]
     aligned = da.from_array(X, chunks=((int(starts[5]), int(starts[12] - starts[5]), int(starts[-1] - starts[12])), 2))
-    Xa, _, units = H._dask_sequences(aligned, lengths)
-    assert Xa.chunks == aligned.chunks and list(units) == [0, 5, 12, len(lengths)]
-    Xm, _, _ = H._dask_sequences(da.from_array(X, chunks=(157, 2)), lengths)
-    cuts = np.cumsum((0,) + Xm.chunks[0])
+    U = H._dask_sequences(aligned, lengths)
+    assert U.X.chunks == aligned.chunks and list(U.units) == [0, 5, 12, len(lengths)]
+    np.testing.assert_array_equal(U.parts[1], starts[5:13] - starts[5])   # chunk 1's own sequence starts
+    U = H._dask_sequences(da.from_array(X, chunks=(157, 2)), lengths)
+    cuts = np.cumsum((0,) + U.X.chunks[0])
     assert np.isin(cuts, starts).all() and len(cuts) > 5
     # one long sequence spanning several chunks becomes one chunk; lengths=None is one sequence
-    Xo, _, units = H._dask_sequences(da.from_array(X, chunks=(157, 2)), None)
-    assert Xo.chunks[0] == (len(X),) and list(units) == [0, 1]
+    U = H._dask_sequences(da.from_array(X, chunks=(157, 2)), None)
+    assert U.X.chunks[0] == (len(X),) and list(U.units) == [0, 1]
 
 
 def test_cutting_a_sequence_would_change_the_answer():
@@ -184,28 +185,44 @@ def test_one_sequence():
         np.testing.assert_allclose(got.score(da.from_array(X, chunks=250)), ref.score(X), rtol=1e-12)
 
 
+def check_predictions(est, X, lengths):
+    "Every prediction of a Dask X equals the in-memory one: per-row answers lazy, log-probabilities floats."
+    Xd = da.from_array(X, chunks=(211, 1))
+    for method in ('predict', 'predict_proba'):
+        out = getattr(est, method)(Xd, lengths)
+        assert isinstance(out, da.Array), method
+        np.testing.assert_allclose(out.compute(), getattr(est, method)(X, lengths), rtol=1e-10, atol=1e-14, err_msg=method)
+    score = est.score(Xd, lengths)
+    assert isinstance(score, float)
+    np.testing.assert_allclose(score, est.score(X, lengths), rtol=1e-12)
+    lp, post = est.score_samples(Xd, lengths)
+    assert isinstance(lp, float) and isinstance(post, da.Array)
+    np.testing.assert_allclose(lp, est.score(X, lengths), rtol=1e-12)
+    for algorithm in ('viterbi', 'map'):
+        v, path = est.decode(Xd, lengths, algorithm=algorithm)
+        v0, path0 = est.decode(X, lengths, algorithm=algorithm)
+        assert isinstance(v, float) and isinstance(path, da.Array)
+        np.testing.assert_allclose(v, v0, rtol=1e-12)
+        np.testing.assert_array_equal(path.compute(), path0)
+
+
 @pytest.mark.parametrize('family', ['gaussian', 'categorical', 'poisson'])
 def test_predictions_lazy_and_equal(family):
     X, lengths = DATA[family](6)
     est = hand_set('gaussian-diag' if family == 'gaussian' else family).fit(X, lengths)
-    Xd = da.from_array(X, chunks=(211, 1))
-    with dask.config.set(scheduler='threads'):
-        for method in ('predict', 'predict_proba'):
-            out = getattr(est, method)(Xd, lengths)
-            assert isinstance(out, da.Array), method
-            np.testing.assert_allclose(out.compute(), getattr(est, method)(X, lengths), rtol=1e-10, atol=1e-14, err_msg=method)
-        score = est.score(Xd, lengths)
-        assert isinstance(score, float)
-        np.testing.assert_allclose(score, est.score(X, lengths), rtol=1e-12)
-        lp, post = est.score_samples(Xd, lengths)
-        assert isinstance(lp, float) and isinstance(post, da.Array)
-        np.testing.assert_allclose(lp, est.score(X, lengths), rtol=1e-12)
-        for algorithm in ('viterbi', 'map'):
-            v, path = est.decode(Xd, lengths, algorithm=algorithm)
-            v0, path0 = est.decode(X, lengths, algorithm=algorithm)
-            assert isinstance(v, float) and isinstance(path, da.Array)
-            np.testing.assert_allclose(v, v0, rtol=1e-12)
-            np.testing.assert_array_equal(path.compute(), path0)
+    with dask.config.set(scheduler='threads'): check_predictions(est, X, lengths)
+
+
+def test_predictions_on_a_cluster(client):
+    X, lengths = gaussian_data(8)
+    check_predictions(hand_set('gaussian-full').fit(X, lengths), X, lengths)
+
+
+def test_not_fitted():
+    from sklearn.exceptions import NotFittedError
+    X, lengths = poisson_data()
+    for method in ('score', 'predict', 'predict_proba'):
+        with pytest.raises(NotFittedError): getattr(PoissonHMM(2), method)(da.from_array(X, chunks=300), lengths)
 
 
 def test_lazy_predictions_keep_the_parameters_they_were_made_with():
@@ -238,7 +255,7 @@ def test_bad_input_names_the_problem_and_leaves_the_estimator():
     with dask.config.set(scheduler='synchronous'):
         with pytest.raises(ValueError, match='lengths sum to'): est.fit(Xd, lengths[:-1])
         bad = X.copy(); bad[650, 1] = 2.5
-        with pytest.raises(ValueError, match='counts.*Dask chunk from row'): est.fit(da.from_array(bad, chunks=200), lengths)
+        with pytest.raises(ValueError, match='counts.*Dask chunk from sequence'): est.fit(da.from_array(bad, chunks=200), lengths)
         neg = X.copy(); neg[10] = -1
         with pytest.raises(ValueError, match='counts'): est.fit(da.from_array(neg, chunks=200), lengths)
         with pytest.raises(ValueError, match='2-D'): est.fit(Xd[:, 0], lengths)
