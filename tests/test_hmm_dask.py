@@ -307,3 +307,19 @@ def test_distributed_with_processes():
             with distributed.Client(cluster):
                 got = hand_set('poisson').fit(da.from_array(X, chunks=300), lengths)
     assert_same_fit(ref, got, 'poisson')
+
+
+def test_a_failed_task_is_retried_and_the_answer_unchanged(client, monkeypatch):
+    "Under a distributed client the engine retries a failed chunk task: the fit is the in-memory one all the same."
+    X, lengths = poisson_data()
+    ref = hand_set('poisson').fit(X, lengths)
+    failed, e_step = [], H._DaskHMMModel.e_step
+    def flaky(self, S, sample_weight=None, stats=True):
+        if not failed:
+            failed.append(1)
+            raise RuntimeError('a worker lost its chunk')
+        return e_step(self, S, sample_weight, stats)
+    monkeypatch.setattr(H._DaskHMMModel, 'e_step', flaky)
+    got = hand_set('poisson').fit(da.from_array(X, chunks=300), lengths)
+    assert failed == [1]
+    assert_same_fit(ref, got, 'poisson')
