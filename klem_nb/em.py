@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['LEDGER_DTYPE', 'DEFAULT_BLOCK_SIZE', 'DASK_RETRIES', 'sum_stats', 'EStep', 'EMModel', 'LatentClassModel', 'Ledger',
-           'FreeEnergyIncreaseError', 'EMResult', 'e_pass', 'is_dask_array', 'dask_row_chunks', 'reduce_blocks', 'em',
-           'incremental_em', 'learning_rate', 'online_em_step']
+           'FreeEnergyIncreaseError', 'EMResult', 'e_pass', 'is_dask_array', 'dask_row_chunks', 'reduce_blocks',
+           'unit_chunks', 'UnitChunks', 'em', 'incremental_em', 'learning_rate', 'online_em_step']
 
 # %% ../nbs/05_em.ipynb #1641eb82
 from dataclasses import dataclass
@@ -295,20 +295,77 @@ def _reduce_dask(fn, X, sample_weight, block_size, split_every=8):
     ws = [None] * len(xs) if sample_weight is None else sample_weight.to_delayed().reshape(-1)
     starts = np.cumsum((0,) + X.chunks[0])
     f = delayed(fn, name=f'klem-fn-{uuid4().hex}', traverse=False)   # in the graph once: sent once per worker
-    level = [delayed(_chunk_task, pure=False)(f, x, w, int(a), block_size) for x, w, a in zip(xs, ws, starts)]
+    return _tree_sum([delayed(_chunk_task, pure=False)(f, x, w, int(a), block_size) for x, w, a in zip(xs, ws, starts)],
+                     split_every)
+
+def _tree_sum(level:list, split_every:int=8):
+    "Add Delayed results in a tree (`split_every` at a time) and compute the root with the active scheduler."
+    from dask import delayed
     while len(level) > 1:
         level = [delayed(_add_all, pure=False)(*level[i:i + split_every]) for i in range(0, len(level), split_every)]
     return _dask_compute(level[0])
 
 def reduce_blocks(
     fn:Callable, # fn(start, X_block, w_block) -> something additive (a number, an `EStep`, a dict of arrays)
-    X, # rows: anything sliced X[a:b] (numpy, memmap, h5py/zarr-like), or a `dask.array.Array`
-    sample_weight=None, # None, or one weight per row (for a Dask X: numpy, or Dask chunked like X)
-    block_size:int|None=None, # rows per block; None means `DEFAULT_BLOCK_SIZE`
+    X, # rows: anything sliced X[a:b] (numpy, memmap, h5py/zarr-like), a `dask.array.Array`, or `UnitChunks`
+    sample_weight=None, # None, or one weight per unit (for a Dask X: numpy, or Dask chunked like X)
+    block_size:int|None=None, # units per block; None means `DEFAULT_BLOCK_SIZE`
 ):
-    "Σ over row blocks of fn(first row's index, block, its weights): in order here, or as Dask tasks and a tree sum."
+    "Σ over blocks of units of fn(first unit's index, block, its weights): in order here, or as Dask tasks and a tree sum."
+    if isinstance(X, UnitChunks): return _reduce_units(fn, X, sample_weight, block_size)
     if is_dask_array(X): return _reduce_dask(fn, X, sample_weight, block_size)
     return _reduce_local(fn, X, sample_weight, block_size)
+
+# %% ../nbs/05_em.ipynb #scale-units
+def unit_chunks(
+    X, # a Dask array of rows, n × ...
+    starts, # where each unit (a run of consecutive rows) starts, increasing from 0, and n last: shape (n_units + 1,)
+)->tuple: # (X with every chunk boundary on a unit boundary, the number of units before each boundary (n_chunks + 1,))
+    "Move each row-chunk boundary of a Dask array to the nearest unit boundary (`rechunk`, only if one is off)."
+    X, _ = dask_row_chunks(X)
+    starts = np.asarray(starts, dtype=np.int64)
+    n = X.shape[0]
+    if starts.ndim != 1 or len(starts) < 2 or starts[0] != 0 or starts[-1] != n or (np.diff(starts) <= 0).any():
+        raise ValueError(f"starts must increase from 0 to len(X) = {n}: the units' first rows, then len(X)")
+    cuts = np.cumsum((0,) + X.chunks[0])
+    i = np.clip(np.searchsorted(starts, cuts), 1, len(starts) - 1)
+    lo, hi = starts[i - 1], starts[i]
+    snapped = np.unique(np.where(cuts - lo <= hi - cuts, lo, hi))   # 0 and n stay where they are
+    if not np.array_equal(snapped, np.unique(cuts)):
+        X = X.rechunk({0: tuple(int(c) for c in np.diff(snapped))})
+        cuts = snapped
+    return X, np.searchsorted(starts, cuts)
+
+class UnitChunks:
+    "A Dask array whose row chunks hold whole units, as data for `em`: `len` is the number of units, a chunk one task."
+    def __init__(self,
+        X, # a Dask array of rows whose chunk boundaries are unit boundaries (see `unit_chunks`)
+        units:np.ndarray, # the number of units before each chunk boundary, shape (n_chunks + 1,)
+        block:Callable, # block(X_chunk, part) -> the model's block of the chunk's units, from its rows (numpy)
+        parts:list|None=None, # what `block` needs to know of each chunk (small: only its own goes to its task); None: c
+    ):
+        if len(units) != len(X.chunks[0]) + 1: raise ValueError(f"units must have one entry per chunk boundary ({len(X.chunks[0]) + 1})")
+        self.X, self.units, self.block = X, np.asarray(units, dtype=np.int64), block
+        self.parts = list(range(len(X.chunks[0]))) if parts is None else parts
+
+    def __len__(self): return int(self.units[-1])
+
+def _unit_task(fn, block, X, part, sample_weight, start, block_size):
+    "One Dask task: a chunk's rows made into the model's block of units, then the sum over its blocks, BLAS on one thread."
+    with _one_blas_thread(): return _reduce_local(fn, block(X, part), sample_weight, block_size, start)
+
+def _reduce_units(fn, U:UnitChunks, sample_weight, block_size, split_every=8):
+    "One task per chunk of whole units (empty chunks skipped), a tree of additions, computed by the active scheduler."
+    from uuid import uuid4
+    from dask import delayed
+    f = delayed(fn, name=f'klem-fn-{uuid4().hex}', traverse=False)
+    make = delayed(U.block, name=f'klem-block-{uuid4().hex}', traverse=False)
+    level = []
+    for c, x in enumerate(U.X.to_delayed().reshape(-1)):
+        a, b = int(U.units[c]), int(U.units[c + 1])
+        if b > a: level.append(delayed(_unit_task, pure=False)(f, make, x, U.parts[c], None if sample_weight is None else
+                                                               sample_weight[a:b], a, block_size))
+    return _tree_sum(level, split_every)
 
 # %% ../nbs/05_em.ipynb #3edce8e1
 class _Recorder:

@@ -4,20 +4,21 @@
 
 # %% ../nbs/14_hmm.ipynb #8cfd28dd
 from __future__ import annotations
-import os, queue
+import copy, os, queue
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .em import EStep, EMModel, em
+from .em import EStep, EMModel, em, is_dask_array, reduce_blocks, unit_chunks, UnitChunks
 from .gaussian import compute_precision_cholesky, estimate_log_gaussian_prob, log_det_cholesky, available_cpus, one_blas_thread
 
 # %% auto #0
-__all__ = ['CHUNKED_MIN_T', 'CHUNKED_MAX_K', 'PAD_RATIO', 'USE_NUMBA', 'Sequences', 'split_lengths', 'forward_backward',
-           'viterbi', 'HMMModel', 'BaseHMM', 'GaussianHMM', 'CategoricalHMM', 'PoissonHMM']
+__all__ = ['CHUNKED_MIN_T', 'CHUNKED_MAX_K', 'PAD_RATIO', 'USE_NUMBA', 'INIT_SAMPLE_ROWS', 'Sequences', 'split_lengths',
+           'forward_backward', 'viterbi', 'HMMModel', 'BaseHMM', 'GaussianHMM', 'CategoricalHMM', 'PoissonHMM']
 
 # %% ../nbs/14_hmm.ipynb #639c1e62
 class Sequences:
@@ -584,14 +585,16 @@ class BaseHMM(BaseEstimator):
             raise ValueError(f"n_components must be an integer >= 1, got {self.n_components!r}")
         if self.implementation not in ('log', 'scaling'):
             raise ValueError(f"implementation must be 'log' or 'scaling', got {self.implementation!r}")
-        X = self._check_X(X, fitting=True)
-        starts = self._starts(X, lengths)
-        th = self._init_theta(X, starts)
-        self._check_theta(th)
-        S = Sequences(X, starts)
+        if is_dask_array(sample_weight): sample_weight = sample_weight.compute()   # one weight per sequence: small
+        if is_dask_array(X): S, model = self._dask_start(X, lengths)        # chunks of whole sequences (see Dask below)
+        else:
+            X = self._check_X(X, fitting=True)
+            starts = self._starts(X, lengths)
+            th = self._init_theta(X, starts)
+            self._check_theta(th)
+            S, model = Sequences(X, starts), HMMModel(self, th, n_jobs=self._n_threads())
         W = float(len(S) if sample_weight is None else np.asarray(sample_weight, float).sum())
         if not (W > 0): raise ValueError("sample_weight must have a positive sum")
-        model = HMMModel(self, th, n_jobs=self._n_threads())
         res = em(model, S, sample_weight=sample_weight, tol=max(self.tol, 0) / W, max_iter=self.n_iter, strict=self.strict)
         for name, v in model.theta.items(): setattr(self, name + '_', v)
         self._set_n_features(X)
@@ -632,21 +635,26 @@ class BaseHMM(BaseEstimator):
         return float(ll), gamma
 
     def score_samples(self, X, lengths=None)->tuple:
-        "(log p(X), posteriors γ of shape (n_samples, n_components))."
+        "(log p(X), posteriors γ of shape (n_samples, n_components)); a Dask X: (a float, a lazy Dask array)."
+        if is_dask_array(X): return self._dask_sum(X, lengths, 'score'), self._dask_rows(X, lengths, 'predict_proba')
         return self._forward_backward(X, lengths)
 
     def score(self, X, lengths=None)->float:
         "The log-likelihood of X, summed over its sequences."
+        if is_dask_array(X): return self._dask_sum(X, lengths, 'score')
         return self._forward_backward(X, lengths)[0]
 
     def predict_proba(self, X, lengths=None)->np.ndarray:
-        "The posterior probability of each state at each step, shape (n_samples, n_components)."
+        "The posterior probability of each state at each step, shape (n_samples, n_components) (lazy Dask for a Dask X)."
+        if is_dask_array(X): return self._dask_rows(X, lengths, 'predict_proba')
         return self._forward_backward(X, lengths)[1]
 
     def decode(self, X, lengths=None, algorithm=None)->tuple:
         "(log-probability, states): 'viterbi' the most probable chain; 'map' the most probable state at each step."
         algorithm = algorithm or self.algorithm
         if algorithm not in ('viterbi', 'map'): raise ValueError(f"algorithm must be 'viterbi' or 'map', got {algorithm!r}")
+        if is_dask_array(X):                                     # a float now, the states lazily
+            return self._dask_sum(X, lengths, 'decode', algorithm), self._dask_rows(X, lengths, 'decode', algorithm)
         if algorithm == 'map':
             _, post = self._forward_backward(X, lengths)
             return float(post.max(1).sum()), post.argmax(1)
@@ -662,7 +670,7 @@ class BaseHMM(BaseEstimator):
         return float(lp), path
 
     def predict(self, X, lengths=None)->np.ndarray:
-        "The decoded states (by `algorithm`), shape (n_samples,)."
+        "The decoded states (by `algorithm`), shape (n_samples,) (lazy Dask for a Dask X)."
         return self.decode(X, lengths)[1]
 
     def sample(self, n_samples:int=1, random_state=None, currstate=None)->tuple:
@@ -1166,3 +1174,83 @@ class PoissonHMM(BaseHMM):
             th['lambdas'] = (self.lambdas_prior + n * y_bar) / (self.lambdas_weight + n)
 
     def _draw(self, th, state, rs): return rs.poisson(th['lambdas'][state])
+
+# %% ../nbs/14_hmm.ipynb #dask-hmm
+INIT_SAMPLE_ROWS = 100_000   # a Dask X's starting emissions come from all its rows up to this many, else from a sample
+
+class _DaskHMMModel(HMMModel):
+    "`HMMModel` for Dask tasks: it pickles as (estimator, θ), and each chunk's E-step runs on a fresh `HMMModel`."
+    def e_step(self, S, sample_weight=None, stats=True): return HMMModel(self.est, self.theta).e_step(S, sample_weight, stats)
+    def __getstate__(self): return dict(est=self.est, theta=self.theta)
+    def __setstate__(self, state): HMMModel.__init__(self, state['est'], state['theta'])
+
+def _chunk_sequences(X, starts:np.ndarray)->Sequences:
+    "A chunk of a Dask X as `Sequences`: its rows, and its sequences' starts counted from its first row."
+    return Sequences(np.asarray(X), starts)
+
+def _dask_sequences(X, lengths)->UnitChunks:
+    "A Dask X with `lengths` as `UnitChunks` of whole sequences (chunk boundaries moved to sequence boundaries)."
+    if X.ndim != 2: raise ValueError(f"X must be a non-empty 2-D array (n_samples, n_features), got shape {X.shape}")
+    if is_dask_array(lengths): lengths = lengths.compute()
+    starts = split_lengths(X.shape[0], lengths)
+    X, units = unit_chunks(X, starts)
+    local = [starts[a:b + 1] - starts[a] for a, b in zip(units[:-1], units[1:])]   # each chunk's own sequence starts
+    return UnitChunks(X, units, _chunk_sequences, local)
+
+class _Largest:
+    "A chunk's largest symbol (-1 for non-symbol data); adding two keeps the larger, so the tree sum finds X's."
+    def __init__(self, value:int): self.value = value
+    def __add__(self, other): return _Largest(max(self.value, other.value))
+
+def _check_chunk(est, a, S, w):
+    "Validate a block of whole sequences (the first is sequence a) as `fit` validates X; its largest symbol."
+    try:
+        X = est._check_X(S.X, fitting=True)
+        est._starts(X, S.lengths)
+    except ValueError as e: raise ValueError(f"{e} (in the Dask chunk from sequence {a} of X)") from None
+    return _Largest(int(X.max()) if np.issubdtype(X.dtype, np.integer) else -1)
+
+def _dask_start(self, X, lengths)->tuple:
+    "(`UnitChunks` of a Dask X's sequences, `_DaskHMMModel` at the starting θ): validation and the start, chunk by chunk."
+    U = _dask_sequences(X, lengths)
+    X = U.X
+    largest = reduce_blocks(partial(_check_chunk, self), U).value
+    est = copy.copy(self)                                           # the fit's own copy: self changes only at the end
+    if isinstance(self, CategoricalHMM) and self.n_features is None and self._needs_init('e', 'emissionprob_'):
+        est.n_features = largest + 1                                # the in-memory fit's symbol count: from all rows
+    n = X.shape[0]
+    emissions = [(code, name) for code, name in zip(self._letters, self._param_names) if code not in 'st']
+    if not any(self._needs_init(code, name + '_') for code, name in emissions): rows = np.arange(1)   # no data needed
+    elif n <= INIT_SAMPLE_ROWS: rows = np.arange(n)
+    else: rows = np.sort(check_random_state(self.random_state).choice(n, INIT_SAMPLE_ROWS, replace=False))
+    sample = est._check_X(X[rows].compute() if len(rows) < n else X.compute(), fitting=True)
+    th = est._init_theta(sample, None)
+    self._check_theta(th)
+    if not isinstance(self, CategoricalHMM): dtype = np.float64       # the rows as `_check_X` hands them to the E-step
+    else: dtype = X.dtype if np.issubdtype(X.dtype, np.integer) else np.int64
+    return UnitChunks(X.astype(dtype), U.units, U.block, U.parts), _DaskHMMModel(est, th)
+
+def _dask_sum(self, X, lengths, method:str, *args)->float:
+    "Σ over the chunks of whole sequences of `method`(chunk, its lengths)[0 if a tuple], as Dask tasks."
+    check_is_fitted(self, 'startprob_')
+    est = copy.copy(self)
+    def part(a, S, w):
+        out = getattr(est, method)(S.X, S.lengths, *args)
+        return out[0] if isinstance(out, tuple) else out
+    return float(reduce_blocks(part, _dask_sequences(X, lengths)))
+
+def _dask_rows(self, X, lengths, method:str, *args):
+    "`method`(chunk, its lengths) per row, lazily: a Dask array with X's chunks of whole sequences."
+    check_is_fitted(self, 'startprob_')
+    U = _dask_sequences(X, lengths)
+    X, parts, est, k = U.X, U.parts, copy.copy(self), self.n_components   # the parameters as they are now
+    proba = method == 'predict_proba'
+    def rows(x, block_id=None):
+        if not len(x): return np.empty((0, k) if proba else (0,), float if proba else np.int64)
+        S = _chunk_sequences(x, parts[block_id[0]])
+        out = getattr(est, method)(S.X, S.lengths, *args)
+        return out[1] if isinstance(out, tuple) else out
+    if proba: return X.map_blocks(rows, chunks=(X.chunks[0], (k,)), dtype=float, meta=np.empty((0, 0)))
+    return X.map_blocks(rows, drop_axis=1, dtype=np.int64, meta=np.empty((0,), np.int64))
+
+BaseHMM._dask_start, BaseHMM._dask_sum, BaseHMM._dask_rows = _dask_start, _dask_sum, _dask_rows
