@@ -254,9 +254,9 @@ class HMMModel(EMModel):
 
     def _consts(self, X:np.ndarray)->dict:
         "The family's row constants of a chunk (Poisson: log x!, 8 bytes a row), computed once per fit."
-        key = (X.__array_interface__['data'][0], X.shape)
-        if key not in self._data: self._data[key] = self.est._row_consts(X)
-        return self._data[key]
+        key = (X.__array_interface__['data'][0], X.shape, X.strides)
+        if key not in self._data: self._data[key] = (X, self.est._row_consts(X))   # X held: its address cannot be reused while cached
+        return self._data[key][1]
 
     def _e_chunk(self, S:Sequences, w:np.ndarray, stats:bool)->EStep:
         th, est = self.theta, self.est
