@@ -749,6 +749,7 @@ class GaussianKernels:
         return float(np.where(N > 0, N * self.const_direct, 0.0).sum() - 0.5 * quad)
 
 # %% ../nbs/07_gaussian.ipynb #2ae203f8
+import functools
 from .e_step import posterior
 from .em import EStep, _dot_rows
 
@@ -851,6 +852,35 @@ def _inverse_planes(
     return inv, np.log(det)
 
 # %% ../nbs/07_gaussian.ipynb #19df7b75
+def _hole_gradient(rows, P, MP):
+    "(P_j (y - μ_j))_c = P_j[c]·(y - c) - P_j[c]·(μ_j - c), one product per column over the rows that miss it."
+    d = rows.d
+    rows.by_col = np.argsort(rows.cols.astype(np.int16), kind='stable')   # the holes column by column
+    rows.ends = np.cumsum(np.bincount(rows.cols, minlength=d))
+    rows.yc = np.subtract(rows.filled.T, rows.centre[:, None])[:, rows.rows[rows.by_col]]   # y - c of each hole's row, (d, t)
+    g = np.empty((rows.k, len(rows.cols)))
+    a = 0
+    for c, b in enumerate(rows.ends):
+        if b > a: g[:, rows.by_col[a:b]] = P[:, c] @ rows.yc[:, a:b] - MP[:, c, None]
+        a = b
+    return g
+
+def _hole_cross(rows, W, f):
+    "Σ_t W_tj on each column c, and B_j[:, c] = Σ_t W_tj (y_i - F_j) over the holes t in column c."
+    k, d = rows.k, rows.d
+    W = W[:, rows.by_col]
+    sw, B = np.zeros((k, d)), np.zeros((k, d, d))
+    a = 0
+    for c, b in enumerate(rows.ends):
+        if b > a:
+            sw[:, c] = W[:, a:b].sum(axis=1)
+            B[:, :, c] = W[:, a:b] @ rows.yc[:, a:b].T - f * sw[:, c, None]
+        a = b
+    return sw, B
+
+@functools.lru_cache
+def _upper(m:int)->tuple: return np.triu_indices(m)   # an m x m upper triangle's (rows, cols), made once
+
 def _matrix_missing_table(self, rows):
     "(7.22) for full and tied: g = P_j(y - μ_j) on each hole, then per count m the small solve with P_mm, entry by entry."
     kern, k = rows.kern, rows.k
@@ -859,7 +889,7 @@ def _matrix_missing_table(self, rows):
     groups = missing_groups(rows.n_missing)
     order = np.concatenate([H.T.ravel() for _, H in groups]) if groups else np.zeros(0, np.intp)
     rows.rows, rows.cols = rows.rows[order], rows.cols[order]    # holes by count, then by position in the row, then row
-    g = self.hole_gradient(rows, P, MP)                          # g_j = P_j (y - μ_j) on each hole, (k, t)
+    g = _hole_gradient(rows, P, MP)                          # g_j = P_j (y - μ_j) on each hole, (k, t)
     rows.n_precisions, rows.groups, rows.cond_cov = len(P), [], []
     rows.values = np.empty_like(g)                               # v = P_mm⁻¹ g = y_m - E[x_m | x_o, j], (k, t)
     lj, ldA = rows.log_joint.T, np.zeros((k, len(rows.filled)))    # component-major views of the (n, k) tables
@@ -883,13 +913,13 @@ def _matrix_missing_stats(self, rows, wresp, f, s):
     k, d, kP = rows.k, rows.d, rows.n_precisions                 # kP: k (full) or 1 (tied: fold over components first)
     rt = wresp.T
     W = rt[:, rows.rows] * rows.values                           # r_ij v_tj, (k, t)
-    sw, B = self.hole_cross(rows, W, f)                          # Σ r v by column; Σ_i r_ij (y_i - F_j) v_ijᵀ
+    sw, B = _hole_cross(rows, W, f)                          # Σ r v by column; Σ_i r_ij (y_i - F_j) v_ijᵀ
     VV = np.zeros(kP * d * d)
     kk = np.arange(kP)[:, None] * (d * d)
     for (R, part, cols), C in zip(rows.groups, rows.cond_cov):
         m, n_m = cols.shape
         rv, v = W[:, part].reshape(k, m, n_m), rows.values[:, part].reshape(k, m, n_m)
-        ia, ib = np.triu_indices(m)                              # the upper triangle; cols ascend, so c_a <= c_b
+        ia, ib = _upper(m)                                       # the upper triangle; cols ascend, so c_a <= c_b
         if kP == 1: blk = np.einsum('kpn,kpn->pn', rv[:, ia], v[:, ib]) + rt[:, R].sum(0) * C[ia, ib, 0]
         else: blk = np.moveaxis(rv[:, ia] * v[:, ib], 0, 1) + rt[:, R] * C[ia, ib]
         at = kk[None] + (cols[ia] * d + cols[ib])[:, None]
@@ -897,51 +927,12 @@ def _matrix_missing_stats(self, rows, wresp, f, s):
     VV = VV.reshape(kP, d, d)
     VV = VV + VV.transpose(0, 2, 1)
     VV[:, np.arange(d), np.arange(d)] *= 0.5
-    S = -B - np.swapaxes(B, -1, -2)
+    S = self.fold(-B - B.transpose(0, 2, 1))
     return dict(nk=s['nk'], sum_x=s['sum_x'] - sw, sum_xx=s['sum_xx'] + S + VV.reshape(S.shape))
 
-def _full_hole_gradient(self, rows, P, MP):
-    "full: (P_j (y - μ_j))_c = P_j[c]·(y - c) - P_j[c]·(μ_j - c), one product per column over the rows that miss it."
-    d = rows.d
-    rows.by_col = np.argsort(rows.cols.astype(np.int16), kind='stable')   # the holes column by column
-    rows.ends = np.cumsum(np.bincount(rows.cols, minlength=d))
-    rows.yc = np.subtract(rows.filled.T, rows.centre[:, None])[:, rows.rows[rows.by_col]]   # y - c of each hole's row, (d, t)
-    g = np.empty((rows.k, len(rows.cols)))
-    a = 0
-    for c, b in enumerate(rows.ends):
-        if b > a: g[:, rows.by_col[a:b]] = P[:, c] @ rows.yc[:, a:b] - MP[:, c, None]
-        a = b
-    return g
-
-def _full_hole_cross(self, rows, W, f):
-    "full: Σ_t W_tj on each column c, and B_j[:, c] = Σ_t W_tj (y_i - F_j) over the holes t in column c."
-    k, d = rows.k, rows.d
-    W = W[:, rows.by_col]
-    sw, B = np.zeros((k, d)), np.zeros((k, d, d))
-    a = 0
-    for c, b in enumerate(rows.ends):
-        if b > a:
-            sw[:, c] = W[:, a:b].sum(axis=1)
-            B[:, :, c] = W[:, a:b] @ rows.yc[:, a:b].T - f * sw[:, c, None]
-        a = b
-    return sw, B
-
-def _tied_hole_gradient(self, rows, P, MP):
-    "tied: P (y - c) for all rows in one product, then each hole's entry less (μ_j - c) P."
-    rows.yt = np.subtract(rows.filled.T, rows.centre[:, None])   # (d, n)
-    return (P[0] @ rows.yt)[rows.cols, rows.rows] - MP[:, rows.cols]
-
-def _tied_hole_cross(self, rows, W, f):
-    "tied: the sums over components only: Σ_j B_j = (y - c)ᵀ S - fᵀ sw, with S the holes' Σ_j W_tj as an (n, d) array."
-    k, d = rows.k, rows.d
-    sw = np.bincount((np.arange(k)[:, None] * d + rows.cols).ravel(), W.ravel(), minlength=k * d).reshape(k, d)
-    S = np.zeros((len(rows.filled), d))
-    S[rows.rows, rows.cols] = W.sum(axis=0)
-    return sw, rows.yt @ S - f.T @ sw
-
 _MatrixType.missing_table, _MatrixType.missing_stats = _matrix_missing_table, _matrix_missing_stats
-FullCovariance.hole_gradient, FullCovariance.hole_cross = _full_hole_gradient, _full_hole_cross
-TiedCovariance.hole_gradient, TiedCovariance.hole_cross = _tied_hole_gradient, _tied_hole_cross
+FullCovariance.fold = lambda self, S: S                    # per-component sums as the type stores them
+TiedCovariance.fold = lambda self, S: S.sum(axis=0)
 
 # %% ../nbs/07_gaussian.ipynb #e3ee9228
 def _scale_missing_table(self, rows):
