@@ -827,29 +827,64 @@ def _inverse_planes(
     A:np.ndarray, # symmetric positive definite blocks stored entry by entry: A[a, b] holds entry (a, b) of each, (m, m, ...)
     what, # what(j) names the covariance behind index j of the blocks' first axis, for the error message
 )->tuple: # (A⁻¹ in the same layout, log det A (...))
-    "Inverses and log-determinants of many small SPD blocks: closed forms for m <= 3 (most rows), else numpy's batched ones."
+    "Inverses and log-determinants of many small SPD blocks: closed forms for m <= 3 (most rows), Cholesky by planes up to 5, else numpy's batched ones."
     m = len(A)
-    if m > 3:
+    if m > 5:
         B = np.moveaxis(A, (0, 1), (-2, -1))
         try: L = np.linalg.cholesky(B)
         except np.linalg.LinAlgError:
             bad = np.array([not _is_spd(b) for b in B.reshape(-1, *B.shape[-3:])] if B.ndim > 3 else [True])
             raise _not_positive_definite(what(int(np.argmax(bad)))) from None
         return np.moveaxis(np.linalg.inv(B), (-2, -1), (0, 1)), 2 * np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(-1)
-    if m == 1: inv, det, minor = 1.0 / A, A[0, 0], A[0, 0]
+    if m > 3: return _cholesky_planes(A, what)
+    inv, t = np.empty_like(A), np.empty_like(A[0, 0])       # written in place: few temporaries (each is page-faulted)
+    if m == 1: det = minor = A[0, 0]
     elif m == 2:
-        det, minor = A[0, 0] * A[1, 1] - A[0, 1] * A[0, 1], A[0, 0]
-        inv = np.stack([np.stack([A[1, 1], -A[0, 1]]), np.stack([-A[0, 1], A[0, 0]])]) / det
-    else:
-        (a00, a01, a02), (_, a11, a12), (_, _, a22) = A
-        c00, c01, c02 = a11 * a22 - a12 * a12, a02 * a12 - a01 * a22, a01 * a12 - a02 * a11
-        c11, c12, minor = a00 * a22 - a02 * a02, a01 * a02 - a00 * a12, a00 * a11 - a01 * a01
-        det = a00 * c00 + a01 * c01 + a02 * c02
-        inv = np.stack([np.stack([c00, c01, c02]), np.stack([c01, c11, c12]), np.stack([c02, c12, minor])]) / det
-        minor = np.minimum(minor, a00)
+        det, minor = np.multiply(A[0, 0], A[1, 1]), A[0, 0]
+        det -= np.multiply(A[0, 1], A[0, 1], out=t)
+        np.divide(A[1, 1], det, out=inv[0, 0])
+        np.divide(A[0, 0], det, out=inv[1, 1])
+        np.divide(A[0, 1], det, out=inv[0, 1])
+        np.negative(inv[0, 1], out=inv[0, 1])
+        inv[1, 0] = inv[0, 1]
+    else:                                                    # the adjugate, cofactor by cofactor
+        for (i, j), (p, q, r, s_) in {(0, 0): (4, 8, 5, 7), (0, 1): (2, 7, 1, 8), (0, 2): (1, 5, 2, 4),
+                                       (1, 1): (0, 8, 2, 6), (1, 2): (2, 3, 0, 5), (2, 2): (0, 4, 1, 3)}.items():
+            np.multiply(A[p // 3, p % 3], A[q // 3, q % 3], out=inv[i, j])
+            inv[i, j] -= np.multiply(A[r // 3, r % 3], A[s_ // 3, s_ % 3], out=t)
+        minor = np.minimum(inv[2, 2], A[0, 0])                # the leading 2 x 2 minor (and a00)
+        det = A[0, 0] * inv[0, 0]
+        det += np.multiply(A[0, 1], inv[0, 1], out=t)
+        det += np.multiply(A[0, 2], inv[0, 2], out=t)
+        for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)):
+            inv[i, j] /= det
+            if i != j: inv[j, i] = inv[i, j]
+    if m == 1: np.divide(1.0, A, out=inv)
     bad = ~((minor > 0) & (det > 0))
     if bad.any(): raise _not_positive_definite(what(int(np.argwhere(bad)[0, 0]) if bad.ndim > 1 else 0))
     return inv, np.log(det)
+
+def _cholesky_planes(A, what):
+    "`_inverse_planes` by a Cholesky factorisation written out entry by entry: A = L Lᵀ, M = L⁻¹, A⁻¹ = Mᵀ M."
+    m = len(A)
+    L = [[None] * m for _ in range(m)]
+    for j in range(m):
+        s = A[j, j] - sum(L[j][p]**2 for p in range(j)) if j else A[j, j]
+        bad = ~(s > 0)
+        if bad.any(): raise _not_positive_definite(what(int(np.argwhere(bad)[0, 0]) if bad.ndim > 1 else 0))
+        L[j][j] = np.sqrt(s)
+        for i in range(j + 1, m):
+            L[i][j] = (A[i, j] - sum(L[i][p] * L[j][p] for p in range(j))) / L[j][j] if j else A[i, j] / L[j][j]
+    M = [[None] * m for _ in range(m)]
+    for i in range(m):
+        M[i][i] = 1.0 / L[i][i]
+        for j in range(i - 1, -1, -1):
+            M[i][j] = -sum(L[i][p] * M[p][j] for p in range(j, i)) * M[i][i]
+    inv = np.empty_like(A)
+    for a in range(m):
+        for b in range(a, m):
+            inv[a, b] = inv[b, a] = sum(M[p][a] * M[p][b] for p in range(b, m))
+    return inv, 2 * sum(np.log(L[j][j]) for j in range(m))
 
 # %% ../nbs/07_gaussian.ipynb #19df7b75
 def _hole_gradient(rows, P, MP):

@@ -318,7 +318,7 @@ def test_fill_and_correct_matches_textbook(t, offset):
     means = rng.normal(size=(k, d)) * 2 + offset
     w = np.array([0.2, 0.3, 0.5])
     X = holes(rng.normal(size=(n, d)) * 1.5 + offset, 0.45, 11)
-    assert np.isnan(X).sum(axis=1).max() >= 5                   # closed forms (m <= 3) and the batched path (m > 3)
+    assert np.isnan(X).sum(axis=1).max() >= 6                   # closed forms (m <= 3), Cholesky by planes (4, 5), numpy (6+)
     frames = means + rng.normal(size=(k, d))
     rows = gaussian.MissingRows(X, t, w, means, gaussian.precision_cholesky(cov, t))
     resp = np.exp(rows.log_joint - logsumexp(rows.log_joint, axis=1, keepdims=True))
