@@ -893,12 +893,14 @@ def _hole_gradient(rows, P, MP):
     rows.by_col = np.argsort(rows.cols.astype(np.int16), kind='stable')   # the holes column by column
     rows.ends = np.cumsum(np.bincount(rows.cols, minlength=d))
     rows.yc = np.subtract(rows.filled.T, rows.centre[:, None])[:, rows.rows[rows.by_col]]   # y - c of each hole's row, (d, t)
-    g = np.empty((rows.k, len(rows.cols)))
+    g = np.empty((rows.k, len(rows.cols)))                     # by column, then put back in the holes' order
     a = 0
     for c, b in enumerate(rows.ends):
-        if b > a: g[:, rows.by_col[a:b]] = P[:, c] @ rows.yc[:, a:b] - MP[:, c, None]
+        if b > a: np.subtract(P[:, c] @ rows.yc[:, a:b], MP[:, c, None], out=g[:, a:b])
         a = b
-    return g
+    back = np.empty_like(rows.by_col)
+    back[rows.by_col] = np.arange(len(back))
+    return g[:, back]
 
 def _hole_cross(rows, W, f):
     "Σ_t W_tj on each column c, and B_j[:, c] = Σ_t W_tj (y_i - F_j) over the holes t in column c."
