@@ -9,7 +9,8 @@ precisions_init: no k-means) and run exactly `--iters` iterations (tol=0). Secon
 scikit-learn's GaussianMixture on the complete data is timed alongside as a reference; it cannot take the holes.
 
 With 10% MCAR in 16 features only 0.9^16 = 19% of the rows are complete, and the rest spread over thousands of
-distinct patterns; klem_nb groups them by the number of missing coordinates (see nbs/07_gaussian.ipynb).
+distinct patterns. klem_nb runs the complete-data kernels on every row with its holes filled, then corrects on the
+holes with small solves grouped by the number of missing coordinates (see nbs/07_gaussian.ipynb, (7.22)-(7.23)).
 """
 import argparse, gc, math, time, warnings
 

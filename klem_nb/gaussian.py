@@ -749,285 +749,260 @@ class GaussianKernels:
         return float(np.where(N > 0, N * self.const_direct, 0.0).sum() - 0.5 * quad)
 
 # %% ../nbs/07_gaussian.ipynb #2ae203f8
+import functools
 from .e_step import posterior
-from .em import EStep
+from .em import EStep, _dot_rows
 
 # %% ../nbs/07_gaussian.ipynb #340e21d1
 _LOG_2PI_E = math.log(2 * math.pi) + 1.0   # the entropy of N(0, 1) is ½ log(2πe)
 
 def missing_groups(
-    mask:np.ndarray, # True where a value is missing, shape (n, d)
-)->list: # one (rows (n_m,), missing columns (n_m, m)) per count m >= 1 that occurs, m ascending
-    "Rows with missing coordinates grouped by how many they miss, each with its own missing columns; complete rows are left out."
-    counts = mask.sum(axis=1)
+    counts:np.ndarray, # the number of missing coordinates of each row, shape (n,)
+)->list: # one (rows (n_m,), holes (n_m, m)) per count m >= 1 that occurs, m ascending
+    "Rows grouped by how many coordinates they miss; `holes[r]` are row `rows[r]`'s positions in `np.nonzero(mask)`'s row-major list."
+    start = np.cumsum(counts) - counts                 # where each row's holes begin in the row-major list
     groups = []
-    for m in np.unique(counts[counts > 0]):
+    for m in np.flatnonzero(np.bincount(counts, minlength=1)[1:]) + 1:
         rows = np.flatnonzero(counts == m)
-        groups.append((rows, np.nonzero(mask[rows])[1].reshape(len(rows), m)))   # row-major: each row's columns in order
+        groups.append((rows, start[rows][:, None] + np.arange(m)))
     return groups
 
 # %% ../nbs/07_gaussian.ipynb #fea1b3af
-def _inverse_spd(
-    A:np.ndarray, # symmetric positive definite blocks, shape (k, n, m, m): component, row, block
-)->tuple: # (A⁻¹ (k, n, m, m), log det A (k, n))
-    "Inverses and log-determinants of many small SPD blocks: closed forms for m <= 3 (most rows), else numpy's batched ones."
-    m = A.shape[-1]
-    if m == 3: return _inverse_spd3(A)
-    if m > 3:
-        try: L = np.linalg.cholesky(A)
-        except np.linalg.LinAlgError:
-            raise _not_positive_definite(f"component {next(j for j in range(len(A)) if not _is_spd(A[j]))}") from None
-        return np.linalg.inv(A), 2 * np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(axis=-1)
-    det = A[..., 0, 0] if m == 1 else A[..., 0, 0] * A[..., 1, 1] - A[..., 0, 1] * A[..., 1, 0]
-    bad = ~((det > 0) & (A[..., 0, 0] > 0))
-    if bad.any(): raise _not_positive_definite(f"component {int(np.argwhere(bad)[0, 0])}")
-    if m == 1: return 1.0 / A, np.log(det)
-    inv = np.empty_like(A)
-    inv[..., 0, 0], inv[..., 1, 1] = A[..., 1, 1] / det, A[..., 0, 0] / det
-    inv[..., 0, 1] = inv[..., 1, 0] = -A[..., 0, 1] / det
-    return inv, np.log(det)
+class MissingRows:
+    "Rows, some with NaN, at one Gaussian θ: observed-marginal log joint (M.1) by (7.22), completions and conditional covariances (M.3), q's entropy (M.2)."
+    def __init__(self,
+        X:np.ndarray, # rows, NaN where missing, none entirely missing, shape (n, d)
+        covariance_type:str, # 'full', 'tied', 'diag' or 'spherical'
+        weights:np.ndarray, # mixture weights π, shape (k,)
+        means:np.ndarray, # means μ, shape (k, d)
+        precisions_chol:np.ndarray, # precision Cholesky factors U of the type's shape (P = U Uᵀ)
+        kern:GaussianKernels|None=None, # kernels at this θ (a fit's, with its frames and threads); None: made here
+    ):
+        if kern is None: kern = GaussianKernels(covariance_type, weights, means, precisions_chol)
+        self.kern, self.kind, self.covariance_type = kern, kern.kind, kern.covariance_type
+        self.k, self.d = kern.k, kern.d
+        self.mask = np.isnan(X)
+        self.rows, self.cols = np.divmod(np.flatnonzero(self.mask), self.d)   # the holes, row by row
+        self.n_missing = np.bincount(self.rows, minlength=len(X))
+        self.centre = kern.centre.astype(np.float64)          # c, exact in the kernels' dtype
+        self.filled = np.array(X)                             # y: x with each hole at c
+        self.filled[self.rows, self.cols] = self.centre[self.cols]
+        self.log_joint = np.asarray(kern.log_joint(self.filled), dtype=np.float64)   # log π_j N(y | μ_j, Σ_j), (n, k)
+        self.kind.missing_table(self)                         # corrected on the holes by (7.22): the observed marginals
 
-def _inverse_spd3(A):
-    "`_inverse_spd` for 3 x 3 blocks: the adjugate over the determinant, positive definite by the leading minors."
-    a00, a01, a02, a11, a12, a22 = (A[..., i, j] for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)))
-    c00, c01, c02 = a11 * a22 - a12 * a12, a02 * a12 - a01 * a22, a01 * a12 - a02 * a11
-    c11, c12, c22 = a00 * a22 - a02 * a02, a01 * a02 - a00 * a12, a00 * a11 - a01 * a01
-    det = a00 * c00 + a01 * c01 + a02 * c02
-    bad = ~((a00 > 0) & (c22 > 0) & (det > 0))
-    if bad.any(): raise _not_positive_definite(f"component {int(np.argwhere(bad)[0, 0])}")
-    inv = np.stack([np.stack([c00, c01, c02], -1), np.stack([c01, c11, c12], -1), np.stack([c02, c12, c22], -1)], -2)
-    return inv / det[..., None, None], np.log(det)
+    def neg_entropy(self,
+        resp:np.ndarray, # q(z=j | x_o) of these rows, shape (n, k)
+    )->np.ndarray: # Σ_j q_ij E log N(x_m | x̂_ijm, C_ij) = -Σ_j q_ij H_ij, shape (n,)
+        "Minus the entropy of the conditional Gaussians over the missing coordinates, weighted by q (M.2)."
+        return 0.5 * (np.einsum('ij,ij->i', resp, self.log_det_A) - _LOG_2PI_E * self.n_missing)   # Σ_j q_ij = 1
 
-def _mv(
-    A:np.ndarray, # small matrices, shape (..., n, m, m)
-    v:np.ndarray, # vectors, shape (..., n, m), broadcast against A's leading axes
-)->np.ndarray: # A v for each row, shape (..., n, m)
-    "Many small matrix-vector products, one column at a time (m is a handful: numpy reduces short axes slowly)."
-    out = A[..., 0] * v[..., None, 0]
-    for b in range(1, A.shape[-1]): out += A[..., b] * v[..., None, b]
-    return out
+    def imputed(self,
+        resp:np.ndarray, # q(z=j | x_o) of these rows, shape (n, k)
+    )->np.ndarray: # Σ_j q_ij x̂_ij: E[x | x_o] under the mixture, shape (n, d)
+        "The rows with each missing coordinate replaced by its conditional mean under the mixture."
+        v = getattr(self, 'values', None)                     # v_ij = y_i - x̂_ij on the holes, (k, holes)
+        if v is None: v = -self.kern.mu[:, self.cols]         # diag, spherical: x̂ = μ_j on the holes
+        out = self.filled.astype(np.float64)
+        out[self.rows, self.cols] = self.centre[self.cols] - np.einsum('jt,tj->t', v, resp[self.rows])
+        return out
 
-def _dot(
-    x:np.ndarray, # vectors, shape (..., m)
-    y:np.ndarray, # vectors, broadcast against x
-)->np.ndarray: # Σ_a x_a y_a, shape (...)
-    "Many short dot products, one coordinate at a time."
-    out = x[..., 0] * y[..., 0]
-    for a in range(1, x.shape[-1]): out = out + x[..., a] * y[..., a]
-    return out
+    def stats(self,
+        wresp:np.ndarray, # responsibilities times sample weights of these rows, shape (n, k)
+        frames:np.ndarray, # the frames F_j of the statistics, shape (k, d)
+    )->dict: # 'nk', 'sum_x', 'sum_xx' as `GaussianKernels.stats` returns them, with E_q over the missing coordinates
+        "Σ r (x̂ - F_j) and Σ r [(x̂ - F_j)(x̂ - F_j)ᵀ + C] by (7.23): the kernels' sums over y, corrected on the holes."
+        kern = self.kern
+        if frames is not kern.frames and not np.array_equal(frames, kern.frames):
+            kern = GaussianKernels(kern.covariance_type, kern.weights, kern.means, kern.precisions_chol, frames=frames)
+        return self.kind.missing_stats(self, wresp, frames - self.centre, kern.stats(self.filled, wresp))
 
+# %% ../nbs/07_gaussian.ipynb #2a799e6f
 def _is_spd(A)->bool:
     "Whether numpy's Cholesky accepts every block of A."
     try: np.linalg.cholesky(A)
     except np.linalg.LinAlgError: return False
     return True
 
-class MissingRows:
-    "Rows with missing coordinates at one Gaussian θ: observed-marginal log joint (M.1), completed rows and conditional covariances (M.3), q's entropy (M.2)."
-    def __init__(self,
-        X:np.ndarray, # rows that each miss at least one coordinate (NaN) and observe at least one, shape (n, d)
-        covariance_type:str, # 'full', 'tied', 'diag' or 'spherical'
-        weights:np.ndarray, # mixture weights π, shape (k,)
-        means:np.ndarray, # means μ, shape (k, d)
-        precisions_chol:np.ndarray, # precision Cholesky factors U of the type's shape (P = U Uᵀ)
-    ):
-        n, d = X.shape
-        k = len(means)
-        self.covariance_type, self.k, self.d = covariance_type, k, d
-        mask = np.isnan(X)
-        self.n_missing = mask.sum(axis=1)
-        with np.errstate(divide='ignore'): log_w = np.log(weights)
-        if covariance_type in ('diag', 'spherical'):   # P diagonal: x_m ⟂ x_o within a component, all matrix products
-            self._scale_type(X, mask, log_w, means, precisions_chol)
-            return
-        if covariance_type == 'tied':                  # one P: expand the squares, no (n, d) x (d, d) product per component
-            self._tied_type(X, mask, log_w, means, precisions_chol)
-            return
-        U = full_covariances(precisions_chol, covariance_type, k, d)            # (k, d, d), works for factors too
-        P = U @ U.transpose(0, 2, 1)                                               # the precisions
-        log_det_U = np.broadcast_to(COVARIANCE[covariance_type].log_det(precisions_chol, d), (k,))
-        self._sort(mask)
-        x0 = np.where(mask, 0.0, X)[self.order]
-        log_joint, log_det_A = np.empty((n, k)), np.empty((n, k))          # in the sorted order
-        self.completed = np.empty((k, n, d))                  # x̂_ij, sorted: x_i with x_m set to E[x_m | x_o, j]
-        self.cond_cov = []                                    # per group: (k, n_m, m, m) conditional covariances P_mm⁻¹
-        for a, b, cols in self.slices:
-            n_m, m = cols.shape
-            at = (np.arange(n_m)[:, None], cols)              # the missing entries of the group's rows
-            C, ld = _inverse_spd(P[:, cols[:, :, None], cols[:, None, :]])   # P_mm of every row and component
-            xg = x0[a:b]
-            for j in range(k):
-                delta = xg - means[j]
-                delta[at] = 0.0                                # δ: x - μ_j on the observed coordinates, 0 elsewhere
-                g = (delta @ P[j])[at]                         # P_mo δ_o
-                delta[at] = -_mv(C[j], g)  # E[x_m | x_o] - μ_jm = -P_mm⁻¹ P_mo δ_o
-                y = delta @ U[j]
-                log_det_A[a:b, j] = ld[j]
-                log_joint[a:b, j] = (log_w[j] + log_det_U[j] - 0.5 * (d - m) * _LOG_2PI - 0.5 * ld[j]
-                                     - 0.5 * np.einsum('nd,nd->n', y, y))
-                np.add(means[j], delta, out=self.completed[j, a:b])
-            self.cond_cov.append(C)
-        self.log_joint, self.log_det_A = log_joint[self.inverse], log_det_A[self.inverse]
+def _inverse_planes(
+    A:np.ndarray, # symmetric positive definite blocks stored entry by entry: A[a, b] holds entry (a, b) of each, (m, m, ...)
+    what, # what(j) names the covariance behind index j of the blocks' first axis, for the error message
+)->tuple: # (A⁻¹ in the same layout, log det A (...))
+    "Inverses and log-determinants of many small SPD blocks: closed forms for m <= 3 (most rows), Cholesky by planes up to 5, else numpy's batched ones."
+    m = len(A)
+    if m > 5:
+        B = np.moveaxis(A, (0, 1), (-2, -1))
+        try: L = np.linalg.cholesky(B)
+        except np.linalg.LinAlgError:
+            bad = np.array([not _is_spd(b) for b in B.reshape(-1, *B.shape[-3:])] if B.ndim > 3 else [True])
+            raise _not_positive_definite(what(int(np.argmax(bad)))) from None
+        return np.moveaxis(np.linalg.inv(B), (-2, -1), (0, 1)), 2 * np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(-1)
+    if m > 3: return _cholesky_planes(A, what)
+    inv, t = np.empty_like(A), np.empty_like(A[0, 0])       # written in place: few temporaries (each is page-faulted)
+    if m == 1: det = minor = A[0, 0]
+    elif m == 2:
+        det, minor = np.multiply(A[0, 0], A[1, 1]), A[0, 0]
+        det -= np.multiply(A[0, 1], A[0, 1], out=t)
+        np.divide(A[1, 1], det, out=inv[0, 0])
+        np.divide(A[0, 0], det, out=inv[1, 1])
+        np.divide(A[0, 1], det, out=inv[0, 1])
+        np.negative(inv[0, 1], out=inv[0, 1])
+        inv[1, 0] = inv[0, 1]
+    else:                                                    # the adjugate, cofactor by cofactor
+        for (i, j), (p, q, r, s_) in {(0, 0): (4, 8, 5, 7), (0, 1): (2, 7, 1, 8), (0, 2): (1, 5, 2, 4),
+                                       (1, 1): (0, 8, 2, 6), (1, 2): (2, 3, 0, 5), (2, 2): (0, 4, 1, 3)}.items():
+            np.multiply(A[p // 3, p % 3], A[q // 3, q % 3], out=inv[i, j])
+            inv[i, j] -= np.multiply(A[r // 3, r % 3], A[s_ // 3, s_ % 3], out=t)
+        minor = np.minimum(inv[2, 2], A[0, 0])                # the leading 2 x 2 minor (and a00)
+        det = A[0, 0] * inv[0, 0]
+        det += np.multiply(A[0, 1], inv[0, 1], out=t)
+        det += np.multiply(A[0, 2], inv[0, 2], out=t)
+        for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)):
+            inv[i, j] /= det
+            if i != j: inv[j, i] = inv[i, j]
+    if m == 1: np.divide(1.0, A, out=inv)
+    bad = ~((minor > 0) & (det > 0))
+    if bad.any(): raise _not_positive_definite(what(int(np.argwhere(bad)[0, 0]) if bad.ndim > 1 else 0))
+    return inv, np.log(det)
 
-    def _tied_type(self, X, mask, log_w, means, precisions_chol):
-        "tied: with δ_j = (x - μ_j) on the observed coordinates, every term of (7.20)-(7.21) is a product shared by all components plus (m, m) work per row."
-        n, d = X.shape
-        k = len(means)
-        self._sort(mask)
-        U = precisions_chol
-        P = U @ U.T
-        self.centre = c = means.mean(axis=0)              # a common frame, so that the expanded squares keep their digits
-        xc = np.where(mask, 0.0, X - c)[self.order]           # x̃: x - c on the observed coordinates, sorted
-        mc = means - c
-        G, MP = xc @ P, mc @ P                                 # x̃ P (n, d) and μ̃_j P (k, d): the only d x d products
-        s0, mpm, Gm_all = np.einsum('nd,nd->n', G, xc), np.einsum('kd,kd->k', MP, mc), G @ mc.T
-        log_det_U = np.log(np.diagonal(U)).sum()
-        log_joint, log_det_A = np.empty((n, k)), np.empty((n, k))
-        self.xc, self.values, self.cond_cov = xc, [], []
-        for a, b, cols in self.slices:
-            n_m, m = cols.shape
-            at = (np.arange(n_m)[:, None], cols)
-            A = P[cols[:, :, None], cols[:, None, :]]          # P_mm of each row, shared by the components
-            C, ld = (a_[0] for a_ in _inverse_spd(A[None]))
-            Gm, um, MPm = G[a:b][at], mc[:, cols], MP[:, cols]          # (n_m, m), (k, n_m, m), (k, n_m, m)
-            Au = _mv(A, um)
-            g = Gm - MPm + Au                                  # P_mo δ_o for each component
-            dPd = (s0[a:b] - 2 * (Gm_all[a:b].T - _dot(Gm, um))
-                   + mpm[:, None] - 2 * _dot(um, MPm) + _dot(um, Au))
-            quad = dPd - _dot(g, _mv(C, g))  # δᵀPδ - gᵀ P_mm⁻¹ g: the marginal's quadratic form
-            log_det_A[a:b] = ld[:, None]
-            log_joint[a:b] = (log_w + log_det_U - 0.5 * (d - m) * _LOG_2PI - 0.5 * ld[:, None] - 0.5 * quad.T)
-            self.values.append(_mv(C, MPm - Gm))   # E[x_m | x_o, j] - c_m, (k, n_m, m)
-            self.cond_cov.append(C)
-        self.log_joint, self.log_det_A = log_joint[self.inverse], log_det_A[self.inverse]
-        self.completed = None
+def _cholesky_planes(A, what):
+    "`_inverse_planes` by a Cholesky factorisation written out entry by entry: A = L Lᵀ, M = L⁻¹, A⁻¹ = Mᵀ M."
+    m = len(A)
+    L = [[None] * m for _ in range(m)]
+    for j in range(m):
+        s = A[j, j] - sum(L[j][p]**2 for p in range(j)) if j else A[j, j]
+        bad = ~(s > 0)
+        if bad.any(): raise _not_positive_definite(what(int(np.argwhere(bad)[0, 0]) if bad.ndim > 1 else 0))
+        L[j][j] = np.sqrt(s)
+        for i in range(j + 1, m):
+            L[i][j] = (A[i, j] - sum(L[i][p] * L[j][p] for p in range(j))) / L[j][j] if j else A[i, j] / L[j][j]
+    M = [[None] * m for _ in range(m)]
+    for i in range(m):
+        M[i][i] = 1.0 / L[i][i]
+        for j in range(i - 1, -1, -1):
+            M[i][j] = -sum(L[i][p] * M[p][j] for p in range(j, i)) * M[i][i]
+    inv = np.empty_like(A)
+    for a in range(m):
+        for b in range(a, m):
+            inv[a, b] = inv[b, a] = sum(M[p][a] * M[p][b] for p in range(b, m))
+    return inv, 2 * sum(np.log(L[j][j]) for j in range(m))
 
-    def _tied_stats(self, wresp, frames):
-        "tied: Σ_j Σ_i r_ij [(x̂_ij - F_j)(x̂_ij - F_j)ᵀ + C_i] from two (d, n) x (n, d) products and (m, m) work per row."
-        k, d = self.k, self.d
-        r = wresp[self.order]
-        f = frames - self.centre
-        N, R, xc = r.sum(axis=0), r.sum(axis=1), self.xc
-        filled = np.zeros_like(xc)                             # Σ_j r_ij (x̂_ijm - c_m) on each row's missing coordinates
-        Y = np.zeros((k, d))                                   # Σ_i r_ij (x̂_ijm - c_m), per component
-        VV = np.zeros(d * d)
-        for (a, b, cols), v, C in zip(self.slices, self.values, self.cond_cov):
-            rg = r[a:b].T                                      # (k, n_m)
-            n_m, m = cols.shape
-            filled[np.arange(n_m)[:, None] + a, cols] = (rg[:, :, None] * v).sum(axis=0)
-            Y += np.bincount((np.arange(k)[:, None, None] * d + cols[None]).ravel(), (rg[:, :, None] * v).ravel(),
-                             minlength=k * d).reshape(k, d)
-            vv = ((rg[:, :, None] * v)[..., :, None] * v[..., None, :]).sum(axis=0) + R[a:b, None, None] * C
-            VV += np.bincount((cols[:, :, None] * d + cols[:, None, :]).ravel(), vv.ravel(), minlength=d * d)
-        sum_x = r.T @ xc + Y - N[:, None] * f
-        B = filled - r @ f                                     # Σ_j r_ij (E v_ij - f_j), (n, d)
-        XB = xc.T @ B
-        S = (xc * R[:, None]).T @ xc + XB + XB.T + VV.reshape(d, d) - Y.T @ f - f.T @ Y + (N * f.T) @ f
-        return dict(nk=N, sum_x=sum_x, sum_xx=S)
+# %% ../nbs/07_gaussian.ipynb #19df7b75
+def _hole_gradient(rows, P, MP):
+    "(P_j (y - μ_j))_c = P_j[c]·(y - c) - P_j[c]·(μ_j - c), one product per column over the rows that miss it."
+    d = rows.d
+    rows.by_col = np.argsort(rows.cols.astype(np.int16), kind='stable')   # the holes column by column
+    rows.ends = np.cumsum(np.bincount(rows.cols, minlength=d))
+    rows.yc = np.subtract(rows.filled.T, rows.centre[:, None])[:, rows.rows[rows.by_col]]   # y - c of each hole's row, (d, t)
+    g = np.empty((rows.k, len(rows.cols)))                     # by column, then put back in the holes' order
+    a = 0
+    for c, b in enumerate(rows.ends):
+        if b > a: np.subtract(P[:, c] @ rows.yc[:, a:b], MP[:, c, None], out=g[:, a:b])
+        a = b
+    back = np.empty_like(rows.by_col)
+    back[rows.by_col] = np.arange(len(back))
+    return g[:, back]
 
-    def _sort(self, mask):
-        "Groups by number missing; rows sorted so that each group is a slice (`order`, `inverse`, `slices`)."
-        n = len(mask)
-        self.groups = missing_groups(mask)
-        self.order = np.concatenate([rows for rows, _ in self.groups])
-        self.inverse = np.empty(n, dtype=np.intp)
-        self.inverse[self.order] = np.arange(n)
-        self.slices, a = [], 0
-        for rows, cols in self.groups:
-            self.slices.append((a, a + len(rows), cols))
-            a += len(rows)
+def _hole_cross(rows, W, f):
+    "Σ_t W_tj on each column c, and B_j[:, c] = Σ_t W_tj (y_i - F_j) over the holes t in column c."
+    k, d = rows.k, rows.d
+    W = W[:, rows.by_col]
+    sw, B = np.zeros((k, d)), np.zeros((k, d, d))
+    a = 0
+    for c, b in enumerate(rows.ends):
+        if b > a:
+            sw[:, c] = W[:, a:b].sum(axis=1)
+            B[:, :, c] = W[:, a:b] @ rows.yc[:, a:b].T - f * sw[:, c, None]
+        a = b
+    return sw, B
 
-    def _scale_type(self, X, mask, log_w, means, precisions_chol):
-        "diag and spherical: (7.21) is a sum over the observed coordinates, so each term is a product with the masks."
-        k, d = means.shape
-        p = np.broadcast_to((precisions_chol**2).reshape(k, -1), (k, d))            # 1/σ², (k, d)
-        self.centre = means.mean(axis=0)                    # a common frame, so that the expanded squares keep their digits
-        self.seen, self.gone = (~mask).astype(np.float64), mask.astype(np.float64)
-        self.xc = np.where(mask, 0.0, X - self.centre)      # (x - c) on the observed coordinates, 0 elsewhere
-        self.mc, self.var = means - self.centre, 1.0 / p
-        quad = (self.xc**2) @ p.T - 2 * self.xc @ (self.mc * p).T + self.seen @ (self.mc**2 * p).T
-        self.log_det_A = self.gone @ np.log(p).T
-        self.log_joint = (log_w + 0.5 * (self.seen @ np.log(p).T) - 0.5 * _LOG_2PI * self.seen.sum(axis=1)[:, None]
-                          - 0.5 * quad)
-        self.completed = None
+@functools.lru_cache
+def _upper(m:int)->tuple: return np.triu_indices(m)   # an m x m upper triangle's (rows, cols), made once
 
-    def neg_entropy(self,
-        resp:np.ndarray, # q(z=j | x_o) of these rows, shape (n, k)
-    )->np.ndarray: # Σ_j q_ij E log N(x_m | x̂_ijm, C_ij) = -Σ_j q_ij H_ij, shape (n,)
-        "Minus the entropy of the conditional Gaussians over the missing coordinates, weighted by q (M.2)."
-        return (resp * (0.5 * self.log_det_A - 0.5 * _LOG_2PI_E * self.n_missing[:, None])).sum(axis=1)
+def _matrix_missing_table(self, rows):
+    "(7.22) for full and tied: g = P_j(y - μ_j) on each hole, then per count m the small solve with P_mm, entry by entry."
+    kern, k = rows.kern, rows.k
+    P = self._stack(self.precisions(kern.precisions_chol))        # (k, d, d); tied: (1, d, d)
+    MP = (kern.mu[:, None, :] @ P)[:, 0]                         # (μ_j - c) P_j, (k, d)
+    groups = missing_groups(rows.n_missing)
+    order = np.concatenate([H.T.ravel() for _, H in groups]) if groups else np.zeros(0, np.intp)
+    rows.rows, rows.cols = rows.rows[order], rows.cols[order]    # holes by count, then by position in the row, then row
+    g = _hole_gradient(rows, P, MP)                          # g_j = P_j (y - μ_j) on each hole, (k, t)
+    rows.n_precisions, rows.groups, rows.cond_cov = len(P), [], []
+    rows.values = np.empty_like(g)                               # v = P_mm⁻¹ g = y_m - E[x_m | x_o, j], (k, t)
+    lj, ldA = rows.log_joint.T, np.zeros((k, len(rows.filled)))    # component-major views of the (n, k) tables
+    rows.log_det_A, at = ldA.T, 0
+    for R, H in groups:
+        n_m, m = H.shape
+        part = slice(at, at + m * n_m)
+        at += m * n_m
+        cols = rows.cols[part].reshape(m, n_m)
+        C, ld = _inverse_planes(np.moveaxis(P[:, cols[:, None], cols[None]], 0, 2), self._what)   # (m, m, k or 1, n_m)
+        gm, v = g[:, part].reshape(k, m, n_m), rows.values[:, part].reshape(k, m, n_m)
+        if len(P) == 1: np.einsum('abn,kbn->kan', C[:, :, 0], gm, out=v)
+        else: np.einsum('abkn,kbn->kan', C, gm, out=v)
+        lj[:, R] += 0.5 * (m * _LOG_2PI - ld + np.einsum('kan,kan->kn', gm, v))   # + ½ gᵀ P_mm⁻¹ g
+        ldA[:, R] = ld
+        rows.groups.append((R, part, cols))
+        rows.cond_cov.append(C)
 
-    def imputed(self,
-        resp:np.ndarray, # q(z=j | x_o) of these rows, shape (n, k)
-    )->np.ndarray: # Σ_j q_ij x̂_ij: E[x | x_o] under the mixture, shape (n, d)
-        "The rows with each missing coordinate replaced by its conditional mean under the mixture."
-        if self.covariance_type == 'tied':
-            out = self.xc + self.centre
-            r = resp[self.order]
-            for (a, b, cols), v in zip(self.slices, self.values):
-                out[np.arange(b - a)[:, None] + a, cols] = (r[a:b].T[:, :, None] * v).sum(axis=0) + self.centre[cols]
-            return out[self.inverse]
-        if self.completed is None: return self.xc + self.centre + self.gone * (resp @ self.mc)
-        return np.einsum('nj,jnd->nd', resp[self.order], self.completed)[self.inverse]
+def _matrix_missing_stats(self, rows, wresp, f, s):
+    "(7.23) for full and tied: x̂ = y - v on the holes; the cross terms by column, v vᵀ + C by row and count."
+    k, d, kP = rows.k, rows.d, rows.n_precisions                 # kP: k (full) or 1 (tied: fold over components first)
+    rt = wresp.T
+    W = rt[:, rows.rows] * rows.values                           # r_ij v_tj, (k, t)
+    sw, B = _hole_cross(rows, W, f)                          # Σ r v by column; Σ_i r_ij (y_i - F_j) v_ijᵀ
+    VV = np.zeros(kP * d * d)
+    kk = np.arange(kP)[:, None] * (d * d)
+    for (R, part, cols), C in zip(rows.groups, rows.cond_cov):
+        m, n_m = cols.shape
+        rv, v = W[:, part].reshape(k, m, n_m), rows.values[:, part].reshape(k, m, n_m)
+        ia, ib = _upper(m)                                       # the upper triangle; cols ascend, so c_a <= c_b
+        if kP == 1: blk = np.einsum('kpn,kpn->pn', rv[:, ia], v[:, ib]) + rt[:, R].sum(0) * C[ia, ib, 0]
+        else: blk = np.moveaxis(rv[:, ia] * v[:, ib], 0, 1) + rt[:, R] * C[ia, ib]
+        at = kk[None] + (cols[ia] * d + cols[ib])[:, None]
+        VV += np.bincount(at.ravel(), blk.ravel(), minlength=kP * d * d)
+    VV = VV.reshape(kP, d, d)
+    VV = VV + VV.transpose(0, 2, 1)
+    VV[:, np.arange(d), np.arange(d)] *= 0.5
+    S = self.fold(-B - B.transpose(0, 2, 1))
+    return dict(nk=s['nk'], sum_x=s['sum_x'] - sw, sum_xx=s['sum_xx'] + S + VV.reshape(S.shape))
 
-    def stats(self,
-        wresp:np.ndarray, # responsibilities times sample weights of these rows, shape (n, k)
-        frames:np.ndarray, # the fit's frames F_j, shape (k, d)
-    )->dict: # 'nk', 'sum_x', 'sum_xx' as `GaussianKernels.stats` returns them, with E_q over the missing coordinates
-        "Σ r (x̂ - F_j) and Σ r [(x̂ - F_j)(x̂ - F_j)ᵀ + C], in the type's shape: they add to the complete rows' statistics."
-        k, d, t = self.k, self.d, self.covariance_type
-        if t == 'tied': return self._tied_stats(wresp, frames)
-        if self.completed is None: return self._scale_stats(wresp, frames)
-        sum_x, S = np.empty((k, d)), np.empty((k, d, d))
-        wresp = wresp[self.order]                               # the sorted order of `completed`
-        for j in range(k):
-            D, r = self.completed[j] - frames[j], wresp[:, j]
-            sum_x[j] = r @ D
-            S[j] = (r * D.T) @ D
-            for (a, b, cols), C in zip(self.slices, self.cond_cov):     # + Σ r C, scattered onto the missing block
-                at = (cols[:, :, None] * d + cols[:, None, :]).ravel()
-                S[j] += np.bincount(at, (r[a:b, None, None] * C[j]).ravel(), minlength=d * d).reshape(d, d)
-        if t == 'tied': S = S.sum(axis=0)
-        return dict(nk=wresp.sum(axis=0), sum_x=sum_x, sum_xx=S)
+_MatrixType.missing_table, _MatrixType.missing_stats = _matrix_missing_table, _matrix_missing_stats
+FullCovariance.fold = lambda self, S: S                    # per-component sums as the type stores them
+TiedCovariance.fold = lambda self, S: S.sum(axis=0)
 
-    def _scale_stats(self, wresp, frames):
-        "diag and spherical: the sums of (15.3) from products of rᵀ with the masked data, moved to each frame F_j."
-        rt, fc = wresp.T, frames - self.centre
-        N, t1, t2, no = wresp.sum(axis=0), rt @ self.xc, rt @ self.xc**2, rt @ self.seen
-        nm = N[:, None] - no                                   # Σ r over the rows that miss each feature
-        sum_x = t1 + nm * self.mc - N[:, None] * fc            # Σ r (x̂ - F_j), x̂ = x observed, μ_j missing
-        S = t2 - 2 * fc * t1 + no * fc**2 + nm * ((self.mc - fc)**2 + self.var)   # Σ r [(x̂ - F_j)² + σ² on the missing]
-        return dict(nk=N, sum_x=sum_x, sum_xx=S.sum(axis=1) if self.covariance_type == 'spherical' else S)
+# %% ../nbs/07_gaussian.ipynb #e3ee9228
+def _scale_missing_table(self, rows):
+    "(7.22) for diag and spherical: P_mm is diagonal, so every term is a product of the hole mask with the parameters."
+    kern, k, d = rows.kern, rows.k, rows.d
+    p = np.broadcast_to(self.precisions(kern.precisions_chol).reshape(k, -1), (k, d))
+    mu, lp = kern.mu, np.log(p)
+    rows.gone = rows.mask.astype(np.float64)
+    t = np.vstack([0.5 * (_LOG_2PI - lp + p * mu**2), lp]) @ rows.gone.T    # (2k, n)
+    rows.log_joint.T[...] += t[:k]
+    rows.log_det_A, rows.var = t[k:].T, 1.0 / p
+
+def _scale_missing_stats(self, rows, wresp, f, s):
+    "(7.23) for diag and spherical: x̂ = μ_j on the holes; (μ - F)² - (c - F)² = (μ - c)(μ + c - 2F), no cancellation."
+    nm, mu = wresp.T @ rows.gone, rows.kern.mu                   # Σ r over the rows that miss each feature, (k, d)
+    return dict(nk=s['nk'], sum_x=s['sum_x'] + nm * mu, sum_xx=s['sum_xx'] + self.fold(nm * (mu * (mu - 2 * f) + rows.var)))
+
+_ScaleType.missing_table, _ScaleType.missing_stats = _scale_missing_table, _scale_missing_stats
+DiagCovariance.fold = lambda self, S: S                    # per-feature sums as the type stores them
+SphericalCovariance.fold = lambda self, S: S.sum(axis=1)
 
 # %% ../nbs/07_gaussian.ipynb #99d0648e
-class ObservedRows:
-    "A block of rows, some with NaN, at one Gaussian θ: complete rows by the fast kernels, the others by `MissingRows`."
+class ObservedRows(MissingRows):
+    "A block of rows, some with NaN, at the fit's kernels: `MissingRows` with the kernels' frames for the statistics."
     def __init__(self,
         kern:GaussianKernels, # kernels at the current θ (their frames are the statistics' frames)
         X:np.ndarray, # rows, NaN where missing, none entirely missing, shape (n, d)
-        mask:np.ndarray|None=None, # np.isnan(X) if already known
     ):
-        self.kern = kern
-        mask = np.isnan(X) if mask is None else mask
-        self.partial = np.flatnonzero(mask.any(axis=1))
-        self.complete = np.flatnonzero(~mask.any(axis=1))
-        self.X_complete = X[self.complete]
-        self.missing = MissingRows(X[self.partial], kern.covariance_type, kern.weights, kern.means, kern.precisions_chol)
-        self.log_joint = np.empty((len(X), kern.k))
-        self.log_joint[self.complete] = kern.log_joint(self.X_complete)
-        self.log_joint[self.partial] = self.missing.log_joint
-
-    def neg_entropy(self, resp:np.ndarray)->np.ndarray:
-        "Σ_j q_ij E log q(x_m | x_o, j) of each row, 0 for complete rows, shape (n,)."
-        out = np.zeros(len(resp))
-        out[self.partial] = self.missing.neg_entropy(resp[self.partial])
-        return out
+        super().__init__(X, kern.covariance_type, kern.weights, kern.means, kern.precisions_chol, kern=kern)
 
     def stats(self, wresp:np.ndarray)->dict:
-        "The block's statistics: the complete rows' by the kernels plus the others' by `MissingRows.stats`."
-        a = self.kern.stats(self.X_complete, wresp[self.complete])
-        b = self.missing.stats(wresp[self.partial], self.kern.frames)
-        return {key: a[key] + b[key] for key in a}
+        "The block's statistics in the kernels' frames."
+        return super().stats(wresp, self.kern.frames)
 
 def observed_e_step(
     kern:GaussianKernels, # kernels at the current θ
@@ -1038,9 +1013,10 @@ def observed_e_step(
     "The E-step (M.1)-(M.3) on rows with missing coordinates: the ledger's q covers z and the missing values."
     rows = ObservedRows(kern, X)
     resp, log_norm, neg_h = posterior(rows.log_joint)
-    with np.errstate(invalid='ignore'): cross = np.where(resp > 0, resp * rows.log_joint, 0.0).sum(axis=1)
     h = rows.neg_entropy(resp)                 # E_q log q(x_m | ·) enters -H(q) and, equally, E_q log p(x, z)
-    cross, neg_h = cross + h, neg_h + h
-    w = np.ones(len(X)) if sample_weight is None else sample_weight
-    s = rows.stats(resp * w[:, None]) if stats else None
-    return EStep(float(w.sum()), float(w @ log_norm), float(w @ cross), float(w @ neg_h), s)
+    cross, neg_h = _dot_rows(resp, rows.log_joint) + h, neg_h + h
+    if sample_weight is None: w, sums = float(len(X)), (log_norm.sum(), cross.sum(), neg_h.sum())
+    else:
+        w, sums = float(sample_weight.sum()), (sample_weight @ log_norm, sample_weight @ cross, sample_weight @ neg_h)
+        resp = resp * sample_weight[:, None]
+    return EStep(w, *(float(a) for a in sums), rows.stats(resp) if stats else None)

@@ -284,3 +284,80 @@ def test_tied_expanded_path_equals_full_path_far_from_origin():
     a, b = tied.stats(resp, mu + 0.1), full.stats(resp, mu + 0.1)
     np.testing.assert_allclose(a['sum_x'], b['sum_x'], rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(a['sum_xx'], b['sum_xx'].sum(axis=0), rtol=1e-12)
+
+
+# ---- the fill-and-correct path (7.22)-(7.23) against the textbook formulas, rows with up to 6 holes ------------------
+def textbook(X, weights, means, cov, frames, resp):
+    "Per row and component by slicing Σ: log π N(x_o), and Σ r (x̂ - F), Σ r [(x̂ - F)(x̂ - F)ᵀ + C] as full (k, d, d)."
+    n, d = X.shape
+    k = len(weights)
+    lj, sx, sxx = np.empty((n, k)), np.zeros((k, d)), np.zeros((k, d, d))
+    for i in range(n):
+        o, m = ~np.isnan(X[i]), np.isnan(X[i])
+        for j in range(k):
+            S, mu = cov[j], means[j]
+            lj[i, j] = np.log(weights[j]) + multivariate_normal(mu[o], S[np.ix_(o, o)]).logpdf(X[i, o])
+            B = S[np.ix_(m, o)] @ np.linalg.inv(S[np.ix_(o, o)])
+            xh = X[i].copy()
+            xh[m] = mu[m] + B @ (X[i, o] - mu[o])
+            C = np.zeros((d, d))
+            C[np.ix_(m, m)] = S[np.ix_(m, m)] - B @ S[np.ix_(o, m)]
+            sx[j] += resp[i, j] * (xh - frames[j])
+            sxx[j] += resp[i, j] * (np.outer(xh - frames[j], xh - frames[j]) + C)
+    return lj, sx, sxx
+
+
+@pytest.mark.parametrize('t', TYPES)
+@pytest.mark.parametrize('offset', [0.0, 1e4])
+def test_fill_and_correct_matches_textbook(t, offset):
+    rng = np.random.default_rng(10)
+    k, d, n = 3, 7, 120
+    covs = np.stack([(lambda A: A @ A.T / d + 0.5 * np.eye(d))(rng.normal(size=(d, d))) for _ in range(k)])
+    cov = {'full': covs, 'tied': covs[0], 'diag': covs[:, range(d), range(d)], 'spherical': np.array([0.7, 1.3, 2.0])}[t]
+    full = gaussian.full_covariances(cov, t, k, d)
+    means = rng.normal(size=(k, d)) * 2 + offset
+    w = np.array([0.2, 0.3, 0.5])
+    X = holes(rng.normal(size=(n, d)) * 1.5 + offset, 0.45, 11)
+    assert np.isnan(X).sum(axis=1).max() >= 6                   # closed forms (m <= 3), Cholesky by planes (4, 5), numpy (6+)
+    frames = means + rng.normal(size=(k, d))
+    rows = gaussian.MissingRows(X, t, w, means, gaussian.precision_cholesky(cov, t))
+    resp = np.exp(rows.log_joint - logsumexp(rows.log_joint, axis=1, keepdims=True))
+    lj, sx, sxx = textbook(X, w, means, full, frames, resp)
+    np.testing.assert_allclose(rows.log_joint, lj, rtol=1e-10)
+    s = rows.stats(resp, frames)
+    np.testing.assert_allclose(s['sum_x'], sx, rtol=1e-9, atol=1e-9 * np.abs(sx).max())
+    want = {'full': sxx, 'tied': sxx.sum(0), 'diag': np.diagonal(sxx, axis1=1, axis2=2),
+            'spherical': np.trace(sxx, axis1=1, axis2=2)}[t]
+    np.testing.assert_allclose(s['sum_xx'], want, rtol=1e-9)
+
+
+@pytest.mark.parametrize('t', TYPES)
+def test_fit_is_translation_invariant(t):
+    "The fill-and-correct sums hold their digits far from the origin: the same fit on X and on X + 1e4."
+    X = holes(gauss_data(), 0.25, 12)
+    fit = lambda Z, m0: GaussianMixture(2, covariance_type=t, nan_policy='marginalize', tol=0.0, max_iter=30,
+                                        means_init=m0, reg_covar=0.0, random_state=0).fit(Z)
+    m0 = np.array([[0.0, 0.0, 0.0], [3.0, 2.0, -1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        a, b = fit(X, m0), fit(X + 1e4, m0 + 1e4)
+    np.testing.assert_allclose(b.means_ - 1e4, a.means_, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(b.covariances_, a.covariances_, rtol=1e-8)
+    np.testing.assert_allclose(b.weights_, a.weights_, rtol=1e-9)
+
+
+def test_mutation_without_the_correction_misses_the_marginal(monkeypatch):
+    "Drop the holes' correction of (7.22): the table is then the density of the filled row y, not the observed marginal."
+    original = gaussian._matrix_missing_table
+    def uncorrected(self, rows):
+        before = rows.log_joint.copy()
+        original(self, rows)
+        rows.log_joint[...] = before
+    monkeypatch.setattr(gaussian._MatrixType, 'missing_table', uncorrected)
+    X = holes(gauss_data(), 0.3, 4)
+    gm = started(GaussianMixture(2), X)
+    i = int(np.flatnonzero(np.isnan(X).any(axis=1))[0])
+    o = ~np.isnan(X[i])
+    ref = logsumexp([np.log(w) + multivariate_normal(m[o], S[np.ix_(o, o)]).logpdf(X[i, o])
+                     for w, m, S in zip(gm.weights_, gm.means_, gm.covariances_)])
+    assert abs(gm.score_samples(X[i:i + 1])[0] - ref) > 1e-3
