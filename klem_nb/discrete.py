@@ -7,6 +7,8 @@ __all__ = ['bernoulli_log_prob', 'log_factorial_rows', 'poisson_log_prob', 'mean
            'check_binary', 'check_counts', 'BernoulliMixture', 'PoissonMixture']
 
 # %% ../nbs/12_discrete.ipynb #d6af8737
+import threading
+
 import numpy as np
 from scipy.special import gammaln, xlogy
 
@@ -246,9 +248,10 @@ class _MeanMixture(BaseMixture):
         if self._means_init is not None: self.means_ = self._means_init
 
     def _e_step(self, X, sample_weight=None, stats=True):
-        "A block's E-step on every CPU: its rows in one chunk per thread (BLAS on one thread each), the sums added; None for a small block."
+        "A block's E-step on every CPU: its rows in one chunk per thread (BLAS on one thread each), the sums added; None: the engine's."
         n_threads = min(available_cpus(), len(X) // MIN_CHUNK_ROWS)
-        if n_threads < 2 or not isinstance(X, np.ndarray): return None          # the engine's own E-step
+        if n_threads < 2 or not isinstance(X, np.ndarray) or threading.current_thread() is not threading.main_thread():
+            return None              # a small block, or already on a worker thread (Dask, joblib): the engine's own E-step
         model = MixtureEMModel(self)
         def chunk(a, b, worker):
             return LatentClassModel.e_step(model, X[a:b], None if sample_weight is None else sample_weight[a:b], stats)
