@@ -232,7 +232,7 @@ def _kmeans_routines():
 class KMeansStart:
     "Data made ready once for scikit-learn's k-means start; `labels(k, rs)` are `KMeans(k, n_init=1, random_state=rs).fit(X, sample_weight=w).labels_`."
     def __init__(self,
-        X:np.ndarray, # validated in-memory data, shape (n, d), float64 or float32 (kept in that dtype, as KMeans does)
+        X:np.ndarray, # in-memory data, shape (n, d); float64 and float32 are kept, anything else becomes float64 (as in KMeans)
         sample_weight:np.ndarray|None=None, # non-negative row weights, shape (n,); None means all ones
     ):
         self.routines, self.defaults = _kmeans_routines(), KMeans()
@@ -240,7 +240,8 @@ class KMeansStart:
             self.X, self.sample_weight = X, sample_weight
             return
         _, _, tolerance, n_threads, row_norms = self.routines
-        X = np.array(X, dtype=X.dtype, order='C', copy=True)     # KMeans's own copy: C order, the data's dtype
+        X = np.asarray(X)
+        X = np.array(X, dtype=X.dtype if X.dtype in (np.float32, np.float64) else np.float64, order='C', copy=True)   # KMeans's copy
         self.tol = tolerance(X, self.defaults.tol)                 # from the column variances, before centring
         self.sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
         self.n_threads = n_threads()
