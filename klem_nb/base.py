@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['INIT_PARAMS', 'INIT_SAMPLE_SIZE', 'NAN_POLICIES', 'MixtureEMModel', 'StartingResponsibilities', 'out_of_core',
-           'take_rows', 'initial_responsibilities', 'validate_rows', 'check_frozen', 'LedgerPrinter',
+           'take_rows', 'initial_responsibilities', 'KMeansStart', 'validate_rows', 'check_frozen', 'LedgerPrinter',
            'check_observed_rows', 'column_means_filled', 'BaseMixture', 'partial_fit']
 
 # %% ../nbs/10_base.ipynb #e203bc62
@@ -64,12 +64,37 @@ class MixtureEMModel(LatentClassModel):
         return super().e_step(X, sample_weight, stats) if e is None else e
 
     def row_term(self, X):
-        "The estimator's per-row term common to every component (None for most families)."
-        return self.estimator._row_term(X)
+        "The estimator's per-row term common to every component (None for most families); read back when `fit` kept it."
+        kept = getattr(self.estimator, '_fit_row_terms', None)
+        c = None if kept is None else kept.rows_of(X)
+        return self.estimator._row_term(X) if c is None else c
 
     def expected_log_joint(self, stats):
         "Σ_i w_i E_q log p(x_i, z) at the estimator's current θ, from q's statistics."
         return self.estimator._expected_log_joint(stats)
+
+# %% ../nbs/10_base.ipynb #row-terms
+class _RowTerms:
+    "A per-row term of the fit's in-memory data, computed once; `rows_of(block)` reads it back for a row range of that array."
+    def __init__(self, X:np.ndarray, values:np.ndarray):
+        self.start, self.strides, self.shape, self.dtype = X.__array_interface__['data'][0], X.strides, X.shape, X.dtype
+        self.values = values                                   # shape (n,); X itself is not kept
+
+    def rows_of(self, X)->np.ndarray|None:
+        "The terms of X's rows when X is a range of rows of the fit's array (same memory, dtype, strides), else None."
+        if not (isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype == self.dtype and X.strides == self.strides
+                and X.shape[1] == self.shape[1] and self.strides[0] > 0 and len(X)): return None
+        first, off = divmod(X.__array_interface__['data'][0] - self.start, self.strides[0])
+        if off or first < 0 or first + len(X) > self.shape[0]: return None
+        return self.values[first:first + len(X)]
+
+    @classmethod
+    def of(cls, estimator, X)->'_RowTerms|None':
+        "The estimator's `_row_term` of every row of in-memory X, block by block; None if it has none or X is not in memory."
+        if type(estimator)._row_term is BaseMixture._row_term or out_of_core(X) or not isinstance(X, np.ndarray): return None
+        parts = [estimator._row_term(X[a:b]) for a in range(0, len(X), DEFAULT_BLOCK_SIZE)
+                 for b in [min(a + DEFAULT_BLOCK_SIZE, len(X))]]
+        return None if parts[0] is None else cls(X, np.concatenate(parts))
 
 # %% ../nbs/10_base.ipynb #e2728906
 INIT_PARAMS = ('kmeans', 'k-means++', 'random', 'random_from_data')
@@ -157,6 +182,7 @@ def initial_responsibilities(
     random_state=None, # None, an int, or a `np.random.RandomState` (consumed as scikit-learn does, so restarts differ)
     sample_weight:np.ndarray|None=None, # non-negative row weights, shape (n,); None means all ones
     sample_size:int=INIT_SAMPLE_SIZE, # out-of-core X: k-means and k-means++ run on this many rows drawn uniformly
+    kmeans:'KMeansStart|None'=None, # 'kmeans' on in-memory X: this X and these weights made ready once (restarts share it)
 )->StartingResponsibilities: # q_0, which `blocks()` hands out a block of rows at a time
     "scikit-learn's starting responsibilities for a mixture of `n_components`, without an (n, k) array."
     random_state = check_random_state(random_state)
@@ -173,7 +199,7 @@ def initial_responsibilities(
         return StartingResponsibilities(n, k, X.dtype, seeds=rows[seeds])
     labels = None
     if init_params == 'kmeans':
-        labels = KMeans(n_clusters=k, n_init=1, random_state=random_state).fit(X, sample_weight=sample_weight).labels_
+        labels = (KMeansStart(X, sample_weight) if kmeans is None else kmeans).labels(k, random_state)
     elif init_params == 'random':
         if is_dask_array(X): return StartingResponsibilities(n, k, X.dtype, seed=int(random_state.randint(2**31 - 1)))
         state = random_state.get_state()
@@ -191,6 +217,55 @@ def initial_responsibilities(
     else:
         raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {init_params!r}")
     return StartingResponsibilities(n, k, X.dtype, labels=np.asarray(labels, dtype=np.intp))
+
+# %% ../nbs/10_base.ipynb #kmeans-start
+def _kmeans_routines():
+    "scikit-learn's k-means++ seeding, Lloyd loop, tolerance and thread count as `KMeans.fit` calls them; None if not found."
+    try:
+        from sklearn.cluster import _kmeans
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+        from sklearn.utils.extmath import row_norms
+        return (_kmeans._kmeans_plusplus, _kmeans._kmeans_single_lloyd, _kmeans._tolerance,
+                _openmp_effective_n_threads, row_norms)
+    except (ImportError, AttributeError): return None
+
+class KMeansStart:
+    "Data made ready once for scikit-learn's k-means start; `labels(k, rs)` are `KMeans(k, n_init=1, random_state=rs).fit(X, sample_weight=w).labels_`."
+    def __init__(self,
+        X:np.ndarray, # in-memory data, shape (n, d); float64 and float32 are kept, anything else becomes float64 (as in KMeans)
+        sample_weight:np.ndarray|None=None, # non-negative row weights, shape (n,); None means all ones
+    ):
+        self.routines, self.defaults = _kmeans_routines(), KMeans()
+        if self.routines is None:
+            self.X, self.sample_weight = X, sample_weight
+            return
+        _, _, tolerance, n_threads, row_norms = self.routines
+        X = np.asarray(X)
+        X = np.array(X, dtype=X.dtype if X.dtype in (np.float32, np.float64) else np.float64, order='C', copy=True)   # KMeans's copy
+        self.tol = tolerance(X, self.defaults.tol)                 # from the column variances, before centring
+        self.sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
+        self.n_threads = n_threads()
+        X -= X.mean(axis=0)                                        # centred, as KMeans centres its copy
+        self.X, self.sq_norms = X, row_norms(X, squared=True)
+
+    def labels(self,
+        k:int, # number of clusters, at most n
+        random_state:np.random.RandomState, # consumed exactly as `KMeans.fit` consumes it
+    )->np.ndarray: # the cluster of each row, shape (n,)
+        "One k-means run: k-means++ seeds, then Lloyd's iterations, with `KMeans`'s defaults and warning."
+        if self.routines is None:
+            return KMeans(n_clusters=k, n_init=1, random_state=random_state).fit(self.X, sample_weight=self.sample_weight).labels_
+        if self.X.shape[0] < k: raise ValueError(f"n_samples={self.X.shape[0]} should be >= n_clusters={k}.")
+        plusplus, lloyd, *_ = self.routines
+        centers, _ = plusplus(self.X, k, x_squared_norms=self.sq_norms, sample_weight=self.sample_weight,
+                              random_state=random_state)
+        labels = lloyd(self.X, self.sample_weight, centers, max_iter=self.defaults.max_iter, verbose=False,
+                       tol=self.tol, n_threads=self.n_threads)[0]
+        distinct = int(np.count_nonzero(np.bincount(labels, minlength=k)))
+        if distinct < k:
+            warnings.warn(f"Number of distinct clusters ({distinct}) found smaller than n_clusters ({k}). "
+                          "Possibly due to duplicate points in X.", ConvergenceWarning, stacklevel=2)
+        return labels
 
 # %% ../nbs/10_base.ipynb #scale-rows
 class _RowReader:
@@ -537,12 +612,12 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         "log π_j + log p(x_i | z=j), shape (n, k): the engine's `log_joint`."
         return self._estimate_log_prob(X) + self._estimate_log_weights()
 
-    def _initialize_parameters(self, X, random_state, sample_weight, start=None):
-        "Starting responsibilities (`start` if given, else from `init_params`, unless not needed), then `_initialize`."
+    def _initialize_parameters(self, X, random_state, sample_weight, start=None, kmeans=None):
+        "Starting responsibilities (`start` if given, else from `init_params` and `kmeans`, unless not needed), then `_initialize`."
         resp = start
         if start is None and self._init_needs_resp():
             resp = initial_responsibilities(X, self.n_components, self.init_params, random_state, sample_weight,
-                                            sample_size=self.init_sample_size)
+                                            sample_size=self.init_sample_size, kmeans=kmeans)
         frozen, self._frozen = self._frozen, frozenset()       # the start is not held: it is what `frozen` holds
         try: self._initialize(X, resp, sample_weight)
         finally: self._frozen = frozen
@@ -610,12 +685,13 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
             raise ValueError(f"start holds q_0 for {start.n} rows and {start.k} components; the fit has {n_fit} rows "
                              f"(of positive weight) and n_components = {self.n_components}")
         try: return self._fit_validated(X, X_fit, sample_weight, callback, algorithm, has_nan, start)
-        finally: self._seen_range = None                       # no reference to the data outlives the fit
+        finally: self._seen_range = self._fit_row_terms = None   # no reference to the data outlives the fit
 
     def _fit_validated(self, X, X_fit, sample_weight, callback, algorithm, has_nan, start=None):
         "The runs of `fit` on validated data."
         for name in ('n_batch_iter_', '_online_stats', '_online_rows', '_n_seen'): self.__dict__.pop(name, None)   # no stream
         self._check_fit_parameters(X_fit)
+        self._fit_row_terms = _RowTerms.of(self, X_fit)    # a per-row constant (Poisson's log x!) once for every run
         X_start = column_means_filled(X_fit, sample_weight) if has_nan else X_fit   # starts need complete rows
 
         do_init = not (self.warm_start and hasattr(self, "converged_"))
@@ -628,10 +704,13 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         if self.verbose: printer = LedgerPrinter(wording='sklearn', verbose=self.verbose, verbose_interval=self.verbose_interval)
         on_row = _chain(printer, callback)
 
+        kmeans = None                    # restarts from k-means share the data's preparation (one copy, for the fit)
+        if (do_init and n_init > 1 and start is None and self.init_params == 'kmeans' and not out_of_core(X_start)
+                and self._init_needs_resp()): kmeans = KMeansStart(X_start, sample_weight)
         for init in range(n_init):
             lower_bound = -np.inf if do_init else self.lower_bound_
             if printer: printer.start_run(init, lower_bound)
-            if do_init: self._initialize_parameters(X_start, random_state, sample_weight, start)
+            if do_init: self._initialize_parameters(X_start, random_state, sample_weight, start, kmeans)
             run = incremental_em if algorithm == 'incremental' else _em_loop
             extra = dict(n_blocks=self.incremental_blocks) if algorithm == 'incremental' else {}
             result = run(MixtureEMModel(self), X_fit, sample_weight, tol=self.tol, max_iter=self.max_iter,

@@ -7,6 +7,8 @@ __all__ = ['bernoulli_log_prob', 'log_factorial_rows', 'poisson_log_prob', 'mean
            'check_binary', 'check_counts', 'BernoulliMixture', 'PoissonMixture']
 
 # %% ../nbs/12_discrete.ipynb #d6af8737
+import threading
+
 import numpy as np
 from scipy.special import gammaln, xlogy
 
@@ -15,8 +17,9 @@ from numbers import Integral, Real
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .base import INIT_SAMPLE_SIZE, BaseMixture, StartingResponsibilities, take_rows
-from .em import DEFAULT_BLOCK_SIZE
+from .base import INIT_SAMPLE_SIZE, BaseMixture, MixtureEMModel, StartingResponsibilities, take_rows
+from .em import DEFAULT_BLOCK_SIZE, LatentClassModel
+from .gaussian import MIN_CHUNK_ROWS, available_cpus, run_chunks
 
 # %% ../nbs/12_discrete.ipynb #dce64617
 def _observed(
@@ -30,10 +33,11 @@ def bernoulli_log_prob(
     X:np.ndarray, # binary data, shape (n, d), entries 0 or 1
     means:np.ndarray, # success probabilities μ, shape (k, d), entries in [0, 1]
     complement:np.ndarray|None=None, # 1 - μ computed without rounding (from the M-step's statistics); None: 1 - means
+    complete:bool=False, # True: X is known to hold no NaN (`fit` checked it), so it is not scanned for them
 )->np.ndarray: # log p(x_i | z=j) = Σ_l x log μ + (1-x) log(1-μ), shape (n, k); -inf where impossible
     "Log-probability of each binary row under each product-of-Bernoullis component, with 0 log 0 = 0."
     X, means = np.asarray(X, dtype=np.float64), np.asarray(means, dtype=np.float64)
-    seen = _observed(X)                                        # NaN: missing, out of the row's sum (15_missing)
+    seen = None if complete else _observed(X)                  # NaN: missing, out of the row's sum (15_missing)
     if seen is not None: X = np.where(seen, X, 0.0)
     on = means > 0
     off = means < 1 if complement is None else complement > 0
@@ -62,10 +66,11 @@ def poisson_log_prob(
     X:np.ndarray, # counts, shape (n, d), non-negative integers (as floats or ints)
     rates:np.ndarray, # Poisson rates λ, shape (k, d), entries >= 0
     factorials:bool=True, # include -Σ log x! (the same for every component); False leaves it to the caller
+    complete:bool=False, # True: X is known to hold no NaN (`fit` checked it), so it is not scanned for them
 )->np.ndarray: # log p(x_i | z=j) = Σ_l x log λ - λ - log x!, shape (n, k); -inf where impossible
     "Log-probability of each count row under each product-of-Poissons component, with 0 log 0 = 0."
     X, rates = np.asarray(X, dtype=np.float64), np.asarray(rates, dtype=np.float64)
-    seen = _observed(X)                                        # NaN: missing, out of the row's sum (15_missing)
+    seen = None if complete else _observed(X)                  # NaN: missing, out of the row's sum (15_missing)
     if seen is not None: X = np.where(seen, X, 0.0)
     positive = rates > 0
     with np.errstate(divide='ignore'):
@@ -87,7 +92,7 @@ def mean_stats(
 )->dict: # nk (k,), sx (k, d), sx0 (k, d) when asked for, nko (k, d) when asked for
     "Sufficient statistics of a mixture whose M-step is a weighted average of the rows; additive over row blocks."
     X, wresp = np.asarray(X, dtype=np.float64), np.asarray(wresp, dtype=np.float64)
-    nk = wresp.sum(axis=0)
+    nk = np.ones(len(wresp)) @ wresp                          # column sums as one product (numpy's sum down short rows is slow)
     seen = _observed(X) if observed else None
     if seen is not None: X = np.where(seen, X, 0.0)
     stats = dict(nk=nk, sx=wresp.T @ X)
@@ -242,6 +247,19 @@ class _MeanMixture(BaseMixture):
         if self._weights_init is not None: self.weights_ = self._weights_init
         if self._means_init is not None: self.means_ = self._means_init
 
+    def _e_step(self, X, sample_weight=None, stats=True):
+        "A block's E-step on every CPU: its rows in one chunk per thread (BLAS on one thread each), the sums added; None: the engine's."
+        n_threads = min(available_cpus(), len(X) // MIN_CHUNK_ROWS)
+        if n_threads < 2 or not isinstance(X, np.ndarray) or threading.current_thread() is not threading.main_thread():
+            return None              # a small block, or already on a worker thread (Dask, joblib): the engine's own E-step
+        model = MixtureEMModel(self)
+        def chunk(a, b, worker):
+            return LatentClassModel.e_step(model, X[a:b], None if sample_weight is None else sample_weight[a:b], stats)
+        parts = run_chunks(chunk, len(X), -(-len(X) // n_threads), n_threads)
+        total = parts[0]
+        for part in parts[1:]: total = total + part
+        return total
+
     def _held(self, weights, means)->tuple:
         "The M-step's (weights, means) with the frozen ones kept: the very arrays the fit started from."
         return (self.weights_ if 'weights' in self._frozen else weights, self.means_ if 'means' in self._frozen else means)
@@ -356,7 +374,8 @@ class BernoulliMixture(_MeanMixture):
         means, c = getattr(self, '_complement', (None, None))
         return c if means is self.means_ else None
 
-    def _estimate_log_prob(self, X): return bernoulli_log_prob(X, self.means_, self._complement_of_means())
+    def _estimate_log_prob(self, X):
+        return bernoulli_log_prob(X, self.means_, self._complement_of_means(), complete=self.nan_policy == 'raise')
 
     def _sufficient_stats(self, X, wresp):
         return mean_stats(X, wresp, complement=True, observed=self.nan_policy == 'marginalize')
@@ -475,9 +494,10 @@ class PoissonMixture(_MeanMixture):
 
     def _check_data(self, X, first_row=0): check_counts(X, type(self).__name__, first_row)
 
-    def _estimate_log_prob(self, X): return poisson_log_prob(X, self.means_, factorials=False)   # see _row_term
+    def _estimate_log_prob(self, X):                                   # -Σ log x!: see _row_term
+        return poisson_log_prob(X, self.means_, factorials=False, complete=self.nan_policy == 'raise')
 
-    def _row_term(self, X): return -log_factorial_rows(X)              # once per block, not once per component
+    def _row_term(self, X): return -log_factorial_rows(X)              # once per row and fit (see `BaseMixture.fit`)
 
     def _sufficient_stats(self, X, wresp): return mean_stats(X, wresp, observed=self.nan_policy == 'marginalize')
 

@@ -166,3 +166,25 @@ def test_parity_max_iter_zero():
         np.testing.assert_allclose(getattr(ours, a), getattr(theirs, a), rtol=1e-10)
     assert ours.n_iter_ == theirs.n_iter_ == 0 and ours.lower_bound_ == theirs.lower_bound_ == -np.inf
     np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+
+
+@pytest.mark.parametrize('name', list(DATASETS))
+def test_kmeans_start_is_kmeans_restart_after_restart(name):
+    "The k-means start (data prepared once per fit, `KMeansStart`) gives KMeans's labels for every restart of one stream."
+    from sklearn.cluster import KMeans
+    from klem_nb.base import KMeansStart
+    X, k = DATASETS[name]
+    w = np.random.RandomState(1).randint(0, 3, size=len(X)).astype(float)
+    for X_, w_ in ((X, None), (X.astype(np.float32), None), (np.asfortranarray(X), None), (X, w)):
+        prepared, ours, theirs = KMeansStart(X_, w_), np.random.RandomState(3), np.random.RandomState(3)
+        for _ in range(4):
+            np.testing.assert_array_equal(prepared.labels(k, ours),
+                                          KMeans(k, n_init=1, random_state=theirs).fit(X_, sample_weight=w_).labels_)
+
+
+def test_kmeans_start_warns_as_kmeans():
+    "Fewer distinct clusters than asked (duplicate rows): KMeans's ConvergenceWarning, with its words."
+    from klem_nb.base import KMeansStart
+    X = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0]]), 5, axis=0)
+    with pytest.warns(ConvergenceWarning, match=r"Number of distinct clusters \(2\) found smaller than n_clusters \(3\)"):
+        KMeansStart(X).labels(3, np.random.RandomState(0))
