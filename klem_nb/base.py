@@ -38,13 +38,6 @@ class MixtureEMModel(LatentClassModel):
     ):
         self.estimator = estimator
 
-    def e_step(self, X, sample_weight=None, stats=True):
-        "The latent-class E-step on the block's rows of positive weight (out-of-core data keep zero-weight rows)."
-        if sample_weight is not None and not (sample_weight > 0).all():
-            keep = sample_weight > 0
-            X, sample_weight = X[keep], sample_weight[keep]
-        return super().e_step(X, sample_weight, stats)
-
     def log_joint(self, X):
         "log π_j + log p(x_i | z=j) from the estimator's hooks, shape (n, k)."
         return self.estimator._estimate_weighted_log_prob(X)
@@ -58,7 +51,10 @@ class MixtureEMModel(LatentClassModel):
         self.estimator._m_step(stats)
 
     def e_step(self, X, sample_weight=None, stats=True):
-        "The estimator's own E-step where it has one for this block (rows with missing values), else the row softmax."
+        "The E-step on the block's rows of positive weight (out-of-core blocks keep zero-weight rows): the estimator's own where it has one (rows with missing values), else the row softmax."
+        if sample_weight is not None and not (sample_weight > 0).all():
+            keep = sample_weight > 0
+            X, sample_weight = X[keep], sample_weight[keep]
         own = getattr(self.estimator, '_e_step', None)
         e = None if own is None else own(X, sample_weight, stats)
         return super().e_step(X, sample_weight, stats) if e is None else e

@@ -396,3 +396,20 @@ def test_partial_fit_after_fit_continues_from_the_fitted_parameters_and_fit_ends
     np.testing.assert_allclose(est.means_, before, atol=0.2)          # one step from the fit, not a new start
     fit_quietly(est, X)
     assert not hasattr(est, 'n_batch_iter_')
+
+
+def test_memmap_drops_zero_weight_rows_like_in_memory(tmp_path):
+    "A zero-weight row that no component can produce: in memory it is dropped; an out-of-core block drops it too."
+    rng = np.random.default_rng(0)
+    X = (rng.random((3000, 4)) < 0.5).astype(float)
+    X[:, 0] = 0
+    X[7, 0] = 1                                                     # impossible when every mean of column 0 is 0
+    w = np.ones(len(X))
+    w[7] = 0
+    np.save(tmp_path / 'B.npy', X)
+    means = np.c_[np.zeros(2), rng.uniform(0.2, 0.8, (2, 3))]
+    def make(): return BernoulliMixture(2, means_init=means, weights_init=[0.5, 0.5], frozen=('means',), random_state=0)
+    ref = make().fit(X, sample_weight=w)
+    got = make().fit(np.load(tmp_path / 'B.npy', mmap_mode='r'), sample_weight=w)
+    np.testing.assert_allclose(got.weights_, ref.weights_, rtol=1e-13)
+    np.testing.assert_allclose(got.lower_bound_, ref.lower_bound_, rtol=1e-13)
