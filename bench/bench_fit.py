@@ -2,7 +2,7 @@
 """Whole fits as a user runs them: klem_nb against scikit-learn, interleaved, best of `--repeat`.
 
 `GaussianMixture(k, covariance_type=t).fit(X)` with every default (k-means start, tol=1e-3, n_init=1), and again
-with n_init=5, for the shapes of bench_gmm.py plus Old Faithful (bundled) and scikit-learn's digits (bundled with
+with n_init=5 (where n*d*k <= --restart-size), for the shapes of bench_gmm.py plus Old Faithful (bundled) and scikit-learn's digits (bundled with
 scikit-learn). The two libraries alternate fit by fit, so a change in the machine's load hits both.
 Both start from the same k-means labels (klem_nb calls scikit-learn's KMeans with the same random_state), which
 the script checks by comparing the fitted lower bounds.
@@ -117,6 +117,8 @@ def main(argv=None):
     ap.add_argument('--types', nargs='+', default=['full', 'diag'])
     ap.add_argument('--n-init', nargs='+', type=int, default=[1, 5])
     ap.add_argument('--quick', action='store_true', help='Old Faithful and the smallest shape only')
+    ap.add_argument('--restart-size', type=float, default=2e7,
+                    help='n_init > 1 only where n*d*k is at most this (scikit-learn takes minutes per restarted fit above it)')
     ap.add_argument('--json', default=str(Path(__file__).parent/'results'/'fit_latest.json'))
     a = ap.parse_args(argv)
     names = ['faithful', SHAPES[0]] if a.quick else ['faithful', 'digits'] + SHAPES
@@ -130,6 +132,7 @@ def main(argv=None):
         label = name if isinstance(name, str) else 'x'.join(map(str, name))
         for cov_type in a.types:
             for n_init in a.n_init:
+                if n_init > 1 and X.shape[0] * X.shape[1] * k > a.restart_size: continue
                 t_sk = t_kl = math.inf
                 spent, runs = [0.0, 0.0], 0
                 while runs < a.repeat or (runs < 50 and min(spent) < a.budget):   # interleaved: sklearn, klem_nb, ...
