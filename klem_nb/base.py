@@ -8,6 +8,7 @@ __all__ = ['INIT_PARAMS', 'INIT_SAMPLE_SIZE', 'NAN_POLICIES', 'MixtureEMModel', 
            'check_observed_rows', 'column_means_filled', 'BaseMixture', 'partial_fit']
 
 # %% ../nbs/10_base.ipynb #e203bc62
+import inspect
 import math
 import sys
 import time
@@ -221,9 +222,13 @@ def _kmeans_routines():
         from sklearn.cluster import _kmeans
         from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
         from sklearn.utils.extmath import row_norms
-        return (_kmeans._kmeans_plusplus, _kmeans._kmeans_single_lloyd, _kmeans._tolerance,
-                _openmp_effective_n_threads, row_norms)
-    except (ImportError, AttributeError): return None
+        routines = (_kmeans._kmeans_plusplus, _kmeans._kmeans_single_lloyd, _kmeans._tolerance,
+                    _openmp_effective_n_threads, row_norms)
+        wanted = ({'X', 'n_clusters', 'x_squared_norms', 'sample_weight', 'random_state'},
+                  {'X', 'sample_weight', 'centers_init', 'max_iter', 'verbose', 'tol', 'n_threads'})
+        if any(not names <= set(inspect.signature(f).parameters) for f, names in zip(routines, wanted)): return None
+        return routines
+    except (ImportError, AttributeError, TypeError, ValueError): return None   # private routines moved: KMeans itself
 
 class KMeansStart:
     "Data made ready once for scikit-learn's k-means start; `labels(k, rs)` are `KMeans(k, n_init=1, random_state=rs).fit(X, sample_weight=w).labels_`."

@@ -188,3 +188,22 @@ def test_kmeans_start_warns_as_kmeans():
     X = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0]]), 5, axis=0)
     with pytest.warns(ConvergenceWarning, match=r"Number of distinct clusters \(2\) found smaller than n_clusters \(3\)"):
         KMeansStart(X).labels(3, np.random.RandomState(0))
+
+
+def test_kmeans_start_falls_back_to_kmeans_when_routines_move(monkeypatch):
+    "If scikit-learn's private k-means routines are gone or their signatures change, the start is KMeans itself."
+    import sklearn.cluster._kmeans as km
+    from sklearn.cluster import KMeans
+    from klem_nb import base
+    X, k = DATASETS['iris']
+    monkeypatch.setattr(km, '_kmeans_single_lloyd', lambda X, sample_weight, centers: None)   # a changed signature
+    assert base._kmeans_routines() is None
+    start = base.KMeansStart(X)
+    assert start.routines is None
+    monkeypatch.undo()                                              # KMeans itself needs the real routine
+    np.testing.assert_array_equal(start.labels(k, np.random.RandomState(0)),
+                                  KMeans(k, n_init=1, random_state=np.random.RandomState(0)).fit(X).labels_)
+    monkeypatch.delattr(km, '_kmeans_plusplus')
+    assert base._kmeans_routines() is None
+    monkeypatch.undo()
+    assert base._kmeans_routines() is not None
