@@ -329,6 +329,7 @@ def _cross(N, b, m):
 class CovarianceType:
     "What one covariance type contributes to the Gaussian kernels; `COVARIANCE[name]` holds one instance per type."
     name, by_rows = '', True            # by_rows: whether large-d chunks may be laid out row-major (see `_centred`)
+    per_term = False                    # whether (7.9) is bounded term by term (diag), so that single terms can go direct
     def __repr__(self): return f"COVARIANCE[{self.name!r}]"
     def shape(self, k:int, d:int)->tuple: raise NotImplementedError      # shape of covariances and precisions
     def n_parameters(self, k:int, d:int)->int: raise NotImplementedError  # free parameters of the covariances
@@ -422,7 +423,7 @@ class FullCovariance(_MatrixType):
         kern.scale = self.bound_scale(kern)              # ‖U_j‖₂²: the largest precision, for the rounding bound
         return self.log_det(U, d), k * d, 0.0
 
-    def table_chunk(self, kern, X, w, out):
+    def table_chunk(self, kern, X, w, out, M=None):
         "Fill out (m, k) with -½|y|² of the chunk's rows."
         k, d, m = kern.k, kern.d, len(X)
         xa = kern._centred(X, w, extra=1)
@@ -436,7 +437,7 @@ class FullCovariance(_MatrixType):
 
     def direct(self, kern, diff, j): return diff @ kern.precisions_chol[j]
 
-    def stats_chunk(self, kern, X, R, w, unsafe):
+    def stats_chunk(self, kern, X, R, w, unsafe, terms=None):
         "Σ r (x - F_j) and each S_j for a chunk, from one slab per component."
         k, d, m, rt, F = kern.k, kern.d, len(X), R.T, kern.frames
         xc = kern._centred(X, w)
@@ -468,8 +469,8 @@ class FullCovariance(_MatrixType):
 # %% ../nbs/07_gaussian.ipynb #b12d99c2
 class _Expanded:
     "The fast E-step (10.3) on a chunk: one product of its feature table Φ with M."
-    def table_chunk(self, kern, X, w, out):
-        np.matmul(kern.M.T, self.features(kern, X, w).T, out=out.T)
+    def table_chunk(self, kern, X, w, out, M=None):
+        np.matmul((kern.M if M is None else M).T, self.features(kern, X, w).T, out=out.T)
 
 class TiedCovariance(_Expanded, _MatrixType):
     "Covariance type 'tied': one (d, d) matrix shared by all components."
@@ -503,7 +504,7 @@ class TiedCovariance(_Expanded, _MatrixType):
 
     def direct(self, kern, diff, j): return diff @ kern.precisions_chol
 
-    def stats_chunk(self, kern, X, R, w, unsafe):
+    def stats_chunk(self, kern, X, R, w, unsafe, terms=None):
         "Σ_i (Σ_j r_ij) x̃_i x̃_iᵀ = WᵀW in the common frame, moved to each F_j; unsafe components directly."
         rt, safe = R.T, ~unsafe
         xc = kern._centred(X, w)
@@ -532,9 +533,52 @@ class TiedCovariance(_Expanded, _MatrixType):
         return cov
 
 # %% ../nbs/07_gaussian.ipynb #572e87fe
+class _Terms:
+    "Single terms (j, l) of diag's sums over features that go direct, from x_l - c_jl (c: the means or the frames)."
+    def __init__(self,
+        mask:np.ndarray, # which terms, shape (k, d)
+        centres:np.ndarray, # c_jl, shape (k, d)
+        scale:np.ndarray|None=None, # a factor per term for the table (-p_jl / 2), shape (k, d)
+    ):
+        self.comps, self.cols = np.nonzero(mask)                  # grouped by component, in order
+        self.centre = centres[self.comps, self.cols]
+        if scale is not None: self.scale = scale[self.comps, self.cols]
+        self.starts = np.flatnonzero(np.r_[True, self.comps[1:] != self.comps[:-1]])
+        self.which = self.comps[self.starts]                      # the components that have terms
+        self.rows = max(16, CHUNK_BYTES // (8 * len(self.cols)))  # slabs of a few MB
+
+    def slabs(self, kern, X, w):
+        "(first row, x_l - c_jl for every term) over slabs of X's rows, float64 (S columns), in worker w's scratch."
+        S = len(self.cols)
+        for a in range(0, len(X), self.rows):
+            m = min(self.rows, len(X) - a)
+            G = kern.scratch.get('terms', (m, S), w)
+            x = G if X.dtype == np.float64 else kern.scratch.get('terms_x', (m, S), w, X.dtype)
+            np.take(X[a:a + m], self.cols, axis=1, out=x)       # into scratch: a fresh array would cost page faults
+            yield a, np.subtract(x, self.centre, out=G)
+
+    def add_to_table(self, kern, X, w, out):
+        "out[:, j] += Σ_l scale_jl (x_l - c_jl)² over each component's terms, for X's rows."
+        for a, G in self.slabs(kern, X, w):
+            G *= G
+            G *= self.scale
+            out[a:a + len(G), self.which] += np.add.reduceat(G, self.starts, axis=1)
+
+    def sums(self, kern, X, R, w):
+        "Σ_i r_ij (x_il - c_jl) and Σ_i r_ij (x_il - c_jl)² of each term, shape (S,) each."
+        S = len(self.cols)
+        s1, s2 = np.zeros(S), np.zeros(S)
+        for a, G in self.slabs(kern, X, w):
+            r = kern.scratch.get('terms_r', G.shape, w, R.dtype)
+            np.take(R[a:a + len(G)], self.comps, axis=1, out=r)
+            RG = np.multiply(r, G, out=kern.scratch.get('terms_rg', G.shape, w))
+            s1 += RG.sum(0)
+            s2 += np.einsum('ms,ms->s', RG, G)
+        return s1, s2
+
 class DiagCovariance(_Expanded, _ScaleType):
     "Covariance type 'diag': one variance per component and feature."
-    name = 'diag'
+    name, per_term = 'diag', True
     def shape(self, k, d): return (k, d)
     def n_parameters(self, k, d): return k * d
     def log_det(self, U, d): return np.log(U).sum(1)
@@ -551,10 +595,21 @@ class DiagCovariance(_Expanded, _ScaleType):
         np.square(phi[:, :d], out=phi[:, d:])
         return phi
 
-    def bound(self, kern, big, offsets): return (kern.precisions_chol**2 * (big + offsets**2)).sum(1)
+    def bound(self, kern, big, offsets):
+        "(7.10) over 4ε, term by term, shape (k, d): the part of (7.9) that is not relative to the row's own term."
+        return 3 * kern.precisions_chol**2 * offsets**2
 
-    def stats_chunk(self, kern, X, R, w, unsafe):
-        "Both sums from one product Rᵀ Φ about the common frame, moved to each F_j; unsafe components directly."
+    def split(self, kern, terms):
+        "M and the constants of (10.3) without the terms (j, l) that go direct."
+        j, l = terms.comps, terms.cols
+        M = kern.M.copy()
+        M[l, j] = M[kern.d + l, j] = 0
+        pm = kern.precisions_chol**2 * kern.mu**2
+        pm[j, l] = 0
+        return M, (kern.const_direct - 0.5 * pm.sum(1)).astype(kern.dtype)
+
+    def stats_chunk(self, kern, X, R, w, unsafe, terms=None):
+        "Both sums from one product Rᵀ Φ about the common frame, moved to each F_j; direct terms and unsafe components directly."
         d, rt, dl = kern.d, R.T, kern.delta
         t, N = _f64(rt @ self.features(kern, X, w)), rt.sum(1, dtype=np.float64)
         sx = t[:, :d] - N[:, None] * dl
@@ -562,6 +617,7 @@ class DiagCovariance(_Expanded, _ScaleType):
         for j in np.flatnonzero(unsafe):
             diff = X - kern.frames[j]
             sx[j], sxx[j] = R[:, j] @ diff, self.moment(diff, R[:, j])
+        if terms is not None: sx[terms.comps, terms.cols], sxx[terms.comps, terms.cols] = terms.sums(kern, X, R, w)
         return sx, sxx
 
     def move(self, t, N, dl, d): return t[:, d:] - 2 * dl * t[:, :d] + N[:, None] * dl**2   # about c -> about each F_j
@@ -574,7 +630,7 @@ class DiagCovariance(_Expanded, _ScaleType):
 # %% ../nbs/07_gaussian.ipynb #825ad88f
 class SphericalCovariance(DiagCovariance):
     "Covariance type 'spherical': one variance per component."
-    name = 'spherical'
+    name, per_term = 'spherical', False
     def shape(self, k, d): return (k,)
     def n_parameters(self, k, d): return k
     def log_det(self, U, d): return d * np.log(U)
@@ -684,12 +740,24 @@ class GaussianKernels:
         np.subtract(X.T, self.centre[:, None], out=xc[:d])   # written in the output's order: twice as fast as via xc.T
         return xc.T
 
-    def _unsafe(self, X, offsets)->np.ndarray:
-        "Components whose fast-path rounding bound (7.9) exceeds `_SAFE` for rows like X (within `box`), shape (k,)."
+    def _bounds(self, X, offsets)->tuple:
+        "(7.9) for rows like X (within `box`) at these offsets: per component (k,), or per term (k, d) for diag; and the limit."
         lo, hi = self.box if self.box is not None else (X.min(0), X.max(0))
         big = np.maximum((lo - self.centre)**2, (hi - self.centre)**2)          # max over rows of x̃², per feature
         eps, safe = (_EPS, _SAFE) if self.dtype == np.float64 else (np.finfo(np.float32).eps, _SAFE32)
-        return 4 * eps * self.kind.bound(self, big, offsets) > safe
+        return 4 * eps * self.kind.bound(self, big, offsets), safe
+
+    def _unsafe(self, X, offsets)->np.ndarray:
+        "Components whose fast-path rounding bound (7.9) exceeds `_SAFE` (diag: with a term beyond `_SAFE / d`), shape (k,)."
+        b, safe = self._bounds(X, offsets)
+        return (b > safe / self.d).any(1) if self.kind.per_term else b > safe
+
+    def _guard(self, X, offsets, centres)->tuple:
+        "(components that go direct, shape (k,); diag: none, and the single terms that go direct as `_Terms`, or None)."
+        b, safe = self._bounds(X, offsets)
+        if not self.kind.per_term: return b > safe, None
+        terms = b > safe / self.d                      # each term's share of the limit: the rest add up to at most `_SAFE`
+        return np.zeros(self.k, bool), (_Terms(terms, centres, -0.5 * self.precisions_chol**2) if terms.any() else None)
 
     def log_joint(self,
         X:np.ndarray, # rows, shape (n, d)
@@ -698,10 +766,13 @@ class GaussianKernels:
         if _compute_dtype(X) != self.dtype: return self._for(X).log_joint(X)
         n, kind = len(X), self.kind
         out = np.empty((n, self.k), order='F', dtype=self.dtype)   # column j (component j) contiguous
-        unsafe = np.flatnonzero(self._unsafe(X, self.mu)) if n else []
+        unsafe, terms = self._guard(X, self.mu, self.means) if n else (np.zeros(self.k, bool), None)
+        unsafe = np.flatnonzero(unsafe)
+        M, const = (None, self.const_t) if terms is None else kind.split(self, terms)
         def chunk(a, b, w):
-            kind.table_chunk(self, X[a:b], w, out[a:b])
-            out[a:b] += self.const_t
+            kind.table_chunk(self, X[a:b], w, out[a:b], M)
+            out[a:b] += const
+            if terms is not None: terms.add_to_table(self, X[a:b], w, out[a:b])   # diag: the single terms (7.9) sends direct
             for j in unsafe:                                # far and narrow: the expanded square would lose digits
                 y = kind.direct(self, X[a:b] - self.means[j], j)
                 out[a:b, j] = self.const_direct[j] - 0.5 * np.einsum('md,md->m', y, y)
@@ -715,11 +786,12 @@ class GaussianKernels:
         "The M-step's sums over these rows, each component's about its own fixed frame F_j (float64, whatever X's dtype)."
         if _compute_dtype(X) != self.dtype: return self._for(X).stats(X, wresp)
         kind, F = self.kind, self.frames
+        unsafe, terms = np.zeros(self.k, bool), None
         if self.precisions_chol is None: unsafe = np.ones(self.k, bool)   # a start: no θ to bound the rounding with
-        else: unsafe = self._unsafe(X, self.delta) if len(X) else np.zeros(self.k, bool)
+        elif len(X): unsafe, terms = self._guard(X, self.delta, F)
         def chunk(a, b, w):
             Xc, R = X[a:b], wresp[a:b]
-            if not unsafe.all(): return kind.stats_chunk(self, Xc, R, w, unsafe)
+            if not unsafe.all(): return kind.stats_chunk(self, Xc, R, w, unsafe, terms)
             diffs = [Xc - F[j] for j in range(self.k)]      # per component, no expansion anywhere
             return (np.stack([R[:, j] @ diffs[j] for j in range(self.k)]),
                     kind.combine([kind.moment(diffs[j], R[:, j]) for j in range(self.k)]))
