@@ -503,7 +503,7 @@ class TiedCovariance(_Expanded, _MatrixType):
     def table_chunk(self, kern, X, w, out, M=None):
         phi, xc = self.features(kern, X, w)
         np.matmul((kern.M if M is None else M).T, phi.T, out=out.T)
-        return xc                                        # x̃, which the statistics start from
+        return None if kern.by_rows else xc              # x̃ for the statistics (row-major: a strided view, slower than anew)
 
     def bound(self, kern, big, offsets):
         U = kern.precisions_chol
