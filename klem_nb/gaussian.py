@@ -680,6 +680,14 @@ _SAFE = 1e-10   # largest rounding error bound (relative) allowed on the fast pa
 FUSED_MIN_ROWS = 2048   # `e_step` runs one pass per chunk when chunks have at least this many rows, else step by step
 _SAFE32 = 1e-2  # float32 kernels: a worst case at the data box's corner, where float32 rounds |y|² by about as much anyway
 
+def _direct_terms(b, safe):
+    "Which terms of b (k, d) go direct: in each row the largest ones, as few as leave the others summing to at most `safe`."
+    order = np.argsort(-b, axis=1)
+    tail = np.cumsum(np.take_along_axis(b, order, 1)[:, ::-1], axis=1)[:, ::-1]   # Σ of the terms from each one down
+    out = np.zeros(b.shape, bool)
+    np.put_along_axis(out, order, tail > safe, 1)
+    return out
+
 def _compute_dtype(X)->type:
     "The dtype the kernels compute in for rows X: float32 for float32 rows, float64 for everything else."
     return np.float32 if getattr(X, 'dtype', None) == np.float32 else np.float64
@@ -763,13 +771,13 @@ class GaussianKernels:
     def _unsafe(self, X, offsets)->np.ndarray:
         "Components whose fast-path rounding bound (7.9) exceeds `_SAFE` (diag: with a term beyond `_SAFE / d`), shape (k,)."
         b, safe = self._bounds(X, offsets)
-        return (b > safe / self.d).any(1) if self.kind.per_term else b > safe
+        return _direct_terms(b, safe).any(1) if self.kind.per_term else b > safe
 
     def _guard(self, X, offsets, centres)->tuple:
         "(components that go direct, shape (k,); diag: none, and the single terms that go direct as `_Terms`, or None)."
         b, safe = self._bounds(X, offsets)
         if not self.kind.per_term: return b > safe, None
-        terms = b > safe / self.d                      # each term's share of the limit: the rest add up to at most `_SAFE`
+        terms = _direct_terms(b, safe)                 # each component's largest terms, until the rest add up to `safe` at most
         return np.zeros(self.k, bool), (_Terms(terms, centres, -0.5 * self.precisions_chol**2) if terms.any() else None)
 
     def _table_plan(self, X)->tuple:
