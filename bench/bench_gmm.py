@@ -17,6 +17,9 @@ speed, streaming read speed, numpy's exp rate): the dense products of the iterat
 full 4nkd², diag 8nkd, spherical 4nk(d+1), tied 4nd² + 2nk(d+1)), plus one read of X and one write and read of
 the n x k table at memory speed, plus n·k exps. `x roof` is klem_nb's time over that bound.
 
+`--parallel-flops N` sets klem_nb.gaussian.PARALLEL_FLOPS_PER_ROW before the fits (the flops per row from which the
+kernels spread chunks over every core; 0: always), to measure the thread policy on an idle machine.
+
 `--float32` prints only a float32 table instead: klem_nb on float32 data against klem_nb on the same values as
 float64 and scikit-learn on float32, per iteration, at FLOAT32_SHAPES for 'full' and 'diag' (issue 13, item 4).
 
@@ -27,7 +30,7 @@ numpy EM written below (`plain_mean_mixture_em`: the log-probabilities by two ma
 and the weighted averages), started from klem_nb's own initial parameters (a fit with max_iter=0 and the same
 random_state) and run for the same number of iterations.
 """
-import argparse, gc, json, math, platform, sys, time, tracemalloc, warnings
+import argparse, gc, json, math, os, platform, sys, time, tracemalloc, warnings
 from pathlib import Path
 
 import numpy as np
@@ -244,14 +247,20 @@ def main(argv=None):
     ap.add_argument('--json', default=str(Path(__file__).parent/'results'/'latest.json'))
     ap.add_argument('--float32', action='store_true',
                     help='only the float32 table: klem_nb float32 vs float64 (and scikit-learn float32), full and diag')
+    ap.add_argument('--parallel-flops', type=int, default=None,
+                    help="set klem_nb.gaussian.PARALLEL_FLOPS_PER_ROW (0: the kernels use every core for every shape)")
     a = ap.parse_args(argv)
+    if a.parallel_flops is not None:
+        import klem_nb.gaussian
+        klem_nb.gaussian.PARALLEL_FLOPS_PER_ROW = a.parallel_flops
+    print(f'load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}')
     if a.float32:
         print(f'{a.iters} iterations per fit, best of {a.repeat}')
         rows = float32_table(a)
         out = Path(a.json).with_name('float32.json')
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(dict(iters=a.iters, repeat=a.repeat, rows=rows), indent=1))
-        print(f'wrote {out}')
+        print(f'wrote {out}; load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}')
         return
     shapes = SHAPES[:2] if a.quick else SHAPES
     gemm, gbs, exps = gemm_gflops(), memory_gbs(), exp_per_second()
@@ -318,7 +327,7 @@ def main(argv=None):
                                                        'num_threads')} for i in threadpool_info()]),
                                    iters=a.iters, repeat=a.repeat, summary=summary, rows=rows,
                                    mean_mixture_rows=mean_rows), indent=1))
-    print(f'wrote {out}')
+    print(f'wrote {out}; load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}')
 
 
 if __name__ == '__main__': main()

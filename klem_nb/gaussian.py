@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['COVARIANCE_TYPES', 'CHUNK_BYTES', 'MIN_CHUNK_ROWS', 'PARALLEL_FLOPS_PER_ROW', 'BY_ROWS_MIN_D', 'COVARIANCE',
-           'compute_precision_cholesky', 'log_det_cholesky', 'estimate_log_gaussian_prob', 'full_covariances',
-           'estimate_gaussian_parameters', 'gaussian_stats', 'gaussian_parameters_from_stats',
+           'FUSED_MIN_ROWS', 'compute_precision_cholesky', 'log_det_cholesky', 'estimate_log_gaussian_prob',
+           'full_covariances', 'estimate_gaussian_parameters', 'gaussian_stats', 'gaussian_parameters_from_stats',
            'check_gaussian_parameters', 'Scratch', 'available_cpus', 'one_blas_thread', 'run_chunks', 'CovarianceType',
            'FullCovariance', 'TiedCovariance', 'DiagCovariance', 'SphericalCovariance', 'precision_cholesky',
            'GaussianKernels', 'missing_groups', 'MissingRows', 'ObservedRows', 'observed_e_step']
@@ -329,6 +329,7 @@ def _cross(N, b, m):
 class CovarianceType:
     "What one covariance type contributes to the Gaussian kernels; `COVARIANCE[name]` holds one instance per type."
     name, by_rows = '', True            # by_rows: whether large-d chunks may be laid out row-major (see `_centred`)
+    per_term = False                    # whether (7.9) is bounded term by term (diag), so that single terms can go direct
     def __repr__(self): return f"COVARIANCE[{self.name!r}]"
     def shape(self, k:int, d:int)->tuple: raise NotImplementedError      # shape of covariances and precisions
     def n_parameters(self, k:int, d:int)->int: raise NotImplementedError  # free parameters of the covariances
@@ -422,7 +423,7 @@ class FullCovariance(_MatrixType):
         kern.scale = self.bound_scale(kern)              # ‖U_j‖₂²: the largest precision, for the rounding bound
         return self.log_det(U, d), k * d, 0.0
 
-    def table_chunk(self, kern, X, w, out):
+    def table_chunk(self, kern, X, w, out, M=None):
         "Fill out (m, k) with -½|y|² of the chunk's rows."
         k, d, m = kern.k, kern.d, len(X)
         xa = kern._centred(X, w, extra=1)
@@ -436,7 +437,7 @@ class FullCovariance(_MatrixType):
 
     def direct(self, kern, diff, j): return diff @ kern.precisions_chol[j]
 
-    def stats_chunk(self, kern, X, R, w, unsafe):
+    def stats_chunk(self, kern, X, R, w, unsafe, terms=None, phi=None):
         "Σ r (x - F_j) and each S_j for a chunk, from one slab per component."
         k, d, m, rt, F = kern.k, kern.d, len(X), R.T, kern.frames
         xc = kern._centred(X, w)
@@ -468,8 +469,10 @@ class FullCovariance(_MatrixType):
 # %% ../nbs/07_gaussian.ipynb #b12d99c2
 class _Expanded:
     "The fast E-step (10.3) on a chunk: one product of its feature table Φ with M."
-    def table_chunk(self, kern, X, w, out):
-        np.matmul(kern.M.T, self.features(kern, X, w).T, out=out.T)
+    def table_chunk(self, kern, X, w, out, M=None):
+        phi = self.features(kern, X, w)
+        np.matmul((kern.M if M is None else M).T, phi.T, out=out.T)
+        return phi                                       # diag and spherical: their statistics' features too
 
 class TiedCovariance(_Expanded, _MatrixType):
     "Covariance type 'tied': one (d, d) matrix shared by all components."
@@ -491,11 +494,16 @@ class TiedCovariance(_Expanded, _MatrixType):
 
     def features(self, kern, X, w):
         d = kern.d
-        phi = kern._centred(X, w, extra=d + 1)           # x̃ in columns :d, then [x̃L, |x̃L|²]
-        np.matmul(phi[:, :d], kern.factor, out=phi[:, d:2 * d])
-        phi = phi[:, d:]
+        xc = kern._centred(X, w, extra=d + 1)            # x̃ in columns :d, then [x̃L, |x̃L|²]
+        np.matmul(xc[:, :d], kern.factor, out=xc[:, d:2 * d])
+        phi = xc[:, d:]
         np.einsum('md,md->m', phi[:, :d], phi[:, :d], out=phi[:, d])
-        return phi
+        return phi, xc[:, :d]
+
+    def table_chunk(self, kern, X, w, out, M=None):
+        phi, xc = self.features(kern, X, w)
+        np.matmul((kern.M if M is None else M).T, phi.T, out=out.T)
+        return None if kern.by_rows else xc              # x̃ for the statistics (row-major: a strided view, slower than anew)
 
     def bound(self, kern, big, offsets):
         U = kern.precisions_chol
@@ -503,10 +511,10 @@ class TiedCovariance(_Expanded, _MatrixType):
 
     def direct(self, kern, diff, j): return diff @ kern.precisions_chol
 
-    def stats_chunk(self, kern, X, R, w, unsafe):
+    def stats_chunk(self, kern, X, R, w, unsafe, terms=None, phi=None):
         "Σ_i (Σ_j r_ij) x̃_i x̃_iᵀ = WᵀW in the common frame, moved to each F_j; unsafe components directly."
         rt, safe = R.T, ~unsafe
-        xc = kern._centred(X, w)
+        xc = kern._centred(X, w) if phi is None else phi   # the fused E-step hands over the table's x̃
         W = np.multiply(xc, np.sqrt(rt[safe].sum(0))[:, None], out=kern.scratch.get('w', (len(X), kern.d), w, kern.dtype))
         t1 = _f64(rt @ xc)
         sxx = _f64(W.T @ W)
@@ -532,9 +540,52 @@ class TiedCovariance(_Expanded, _MatrixType):
         return cov
 
 # %% ../nbs/07_gaussian.ipynb #572e87fe
+class _Terms:
+    "Single terms (j, l) of diag's sums over features that go direct, from x_l - c_jl (c: the means or the frames)."
+    def __init__(self,
+        mask:np.ndarray, # which terms, shape (k, d)
+        centres:np.ndarray, # c_jl, shape (k, d)
+        scale:np.ndarray|None=None, # a factor per term for the table (-p_jl / 2), shape (k, d)
+    ):
+        self.comps, self.cols = np.nonzero(mask)                  # grouped by component, in order
+        self.centre = centres[self.comps, self.cols]
+        if scale is not None: self.scale = scale[self.comps, self.cols]
+        self.starts = np.flatnonzero(np.r_[True, self.comps[1:] != self.comps[:-1]])
+        self.which = self.comps[self.starts]                      # the components that have terms
+        self.rows = max(16, CHUNK_BYTES // (8 * len(self.cols)))  # slabs of a few MB
+
+    def slabs(self, kern, X, w):
+        "(first row, x_l - c_jl for every term) over slabs of X's rows, float64 (S columns), in worker w's scratch."
+        S = len(self.cols)
+        for a in range(0, len(X), self.rows):
+            m = min(self.rows, len(X) - a)
+            G = kern.scratch.get('terms', (m, S), w)
+            x = G if X.dtype == np.float64 else kern.scratch.get('terms_x', (m, S), w, X.dtype)
+            np.take(X[a:a + m], self.cols, axis=1, out=x)       # into scratch: a fresh array would cost page faults
+            yield a, np.subtract(x, self.centre, out=G)
+
+    def add_to_table(self, kern, X, w, out):
+        "out[:, j] += Σ_l scale_jl (x_l - c_jl)² over each component's terms, for X's rows."
+        for a, G in self.slabs(kern, X, w):
+            G *= G
+            G *= self.scale
+            out[a:a + len(G), self.which] += np.add.reduceat(G, self.starts, axis=1)
+
+    def sums(self, kern, X, R, w):
+        "Σ_i r_ij (x_il - c_jl) and Σ_i r_ij (x_il - c_jl)² of each term, shape (S,) each."
+        S = len(self.cols)
+        s1, s2 = np.zeros(S), np.zeros(S)
+        for a, G in self.slabs(kern, X, w):
+            r = kern.scratch.get('terms_r', G.shape, w, R.dtype)
+            np.take(R[a:a + len(G)], self.comps, axis=1, out=r)
+            RG = np.multiply(r, G, out=kern.scratch.get('terms_rg', G.shape, w))
+            s1 += RG.sum(0)
+            s2 += np.einsum('ms,ms->s', RG, G)
+        return s1, s2
+
 class DiagCovariance(_Expanded, _ScaleType):
     "Covariance type 'diag': one variance per component and feature."
-    name = 'diag'
+    name, per_term = 'diag', True
     def shape(self, k, d): return (k, d)
     def n_parameters(self, k, d): return k * d
     def log_det(self, U, d): return np.log(U).sum(1)
@@ -551,17 +602,30 @@ class DiagCovariance(_Expanded, _ScaleType):
         np.square(phi[:, :d], out=phi[:, d:])
         return phi
 
-    def bound(self, kern, big, offsets): return (kern.precisions_chol**2 * (big + offsets**2)).sum(1)
+    def bound(self, kern, big, offsets):
+        "(7.10) over 4ε, term by term, shape (k, d): the part of (7.9) that is not relative to the row's own term."
+        return 3 * kern.precisions_chol**2 * offsets**2
 
-    def stats_chunk(self, kern, X, R, w, unsafe):
-        "Both sums from one product Rᵀ Φ about the common frame, moved to each F_j; unsafe components directly."
+    def split(self, kern, terms):
+        "M and the constants of (10.3) without the terms (j, l) that go direct."
+        j, l = terms.comps, terms.cols
+        M = kern.M.copy()
+        M[l, j] = M[kern.d + l, j] = 0
+        pm = kern.precisions_chol**2 * kern.mu**2
+        pm[j, l] = 0
+        return M, (kern.const_direct - 0.5 * pm.sum(1)).astype(kern.dtype)
+
+    def stats_chunk(self, kern, X, R, w, unsafe, terms=None, phi=None):
+        "Both sums from one product Rᵀ Φ about the common frame, moved to each F_j; direct terms and unsafe components directly."
         d, rt, dl = kern.d, R.T, kern.delta
-        t, N = _f64(rt @ self.features(kern, X, w)), rt.sum(1, dtype=np.float64)
+        if phi is None: phi = self.features(kern, X, w)   # the fused E-step hands over the table's own
+        t, N = _f64(rt @ phi), rt.sum(1, dtype=np.float64)
         sx = t[:, :d] - N[:, None] * dl
         sxx = self.move(t, N, dl, d)
         for j in np.flatnonzero(unsafe):
             diff = X - kern.frames[j]
             sx[j], sxx[j] = R[:, j] @ diff, self.moment(diff, R[:, j])
+        if terms is not None: sx[terms.comps, terms.cols], sxx[terms.comps, terms.cols] = terms.sums(kern, X, R, w)
         return sx, sxx
 
     def move(self, t, N, dl, d): return t[:, d:] - 2 * dl * t[:, :d] + N[:, None] * dl**2   # about c -> about each F_j
@@ -574,7 +638,7 @@ class DiagCovariance(_Expanded, _ScaleType):
 # %% ../nbs/07_gaussian.ipynb #825ad88f
 class SphericalCovariance(DiagCovariance):
     "Covariance type 'spherical': one variance per component."
-    name = 'spherical'
+    name, per_term = 'spherical', False
     def shape(self, k, d): return (k,)
     def n_parameters(self, k, d): return k
     def log_det(self, U, d): return d * np.log(U)
@@ -607,9 +671,23 @@ def precision_cholesky(
     "`compute_precision_cholesky` by the type's table, with numpy's batched linear algebra; the same `ValueError`."
     return COVARIANCE[covariance_type].precision_cholesky(covariances)
 
+# %% ../nbs/07_gaussian.ipynb #2ae203f8
+import functools
+from .e_step import posterior
+from .em import EStep, _dot_rows, _sum64
+
 # %% ../nbs/07_gaussian.ipynb #99df139e
 _SAFE = 1e-10   # largest rounding error bound (relative) allowed on the fast path; beyond it a component goes direct
+FUSED_MIN_ROWS = 2048   # `e_step` runs one pass per chunk when chunks have at least this many rows, else step by step
 _SAFE32 = 1e-2  # float32 kernels: a worst case at the data box's corner, where float32 rounds |y|² by about as much anyway
+
+def _direct_terms(b, safe):
+    "Which terms of b (k, d) go direct: in each row the largest ones, as few as leave the others summing to at most `safe`."
+    order = np.argsort(-b, axis=1)
+    tail = np.cumsum(np.take_along_axis(b, order, 1)[:, ::-1], axis=1)[:, ::-1]   # Σ of the terms from each one down
+    out = np.zeros(b.shape, bool)
+    np.put_along_axis(out, order, tail > safe, 1)
+    return out
 
 def _compute_dtype(X)->type:
     "The dtype the kernels compute in for rows X: float32 for float32 rows, float64 for everything else."
@@ -684,29 +762,66 @@ class GaussianKernels:
         np.subtract(X.T, self.centre[:, None], out=xc[:d])   # written in the output's order: twice as fast as via xc.T
         return xc.T
 
-    def _unsafe(self, X, offsets)->np.ndarray:
-        "Components whose fast-path rounding bound (7.9) exceeds `_SAFE` for rows like X (within `box`), shape (k,)."
+    def _bounds(self, X, offsets)->tuple:
+        "(7.9) for rows like X (within `box`) at these offsets: per component (k,), or per term (k, d) for diag; and the limit."
         lo, hi = self.box if self.box is not None else (X.min(0), X.max(0))
         big = np.maximum((lo - self.centre)**2, (hi - self.centre)**2)          # max over rows of x̃², per feature
         eps, safe = (_EPS, _SAFE) if self.dtype == np.float64 else (np.finfo(np.float32).eps, _SAFE32)
-        return 4 * eps * self.kind.bound(self, big, offsets) > safe
+        return 4 * eps * self.kind.bound(self, big, offsets), safe
+
+    def _unsafe(self, X, offsets)->np.ndarray:
+        "Components whose fast-path rounding bound (7.9) exceeds `_SAFE` (diag: with a term beyond `_SAFE / d`), shape (k,)."
+        b, safe = self._bounds(X, offsets)
+        return _direct_terms(b, safe).any(1) if self.kind.per_term else b > safe
+
+    def _guard(self, X, offsets, centres)->tuple:
+        "(components that go direct, shape (k,); diag: none, and the single terms that go direct as `_Terms`, or None)."
+        b, safe = self._bounds(X, offsets)
+        if not self.kind.per_term: return b > safe, None
+        terms = _direct_terms(b, safe)                 # each component's largest terms, until the rest add up to `safe` at most
+        return np.zeros(self.k, bool), (_Terms(terms, centres, -0.5 * self.precisions_chol**2) if terms.any() else None)
+
+    def _table_plan(self, X)->tuple:
+        "What the E-step table of rows like X needs: (M, constants, diag's direct terms, components that go direct)."
+        unsafe, terms = self._guard(X, self.mu, self.means) if len(X) else (np.zeros(self.k, bool), None)
+        M, const = (None, self.const_t) if terms is None else self.kind.split(self, terms)
+        return M, const, terms, np.flatnonzero(unsafe)
+
+    def _table_chunk(self, X, w, out, plan):
+        "Fill out (m, k) with the log joint of a chunk's rows: the fast product, then what (7.9) sends direct."
+        M, const, terms, unsafe = plan
+        phi = self.kind.table_chunk(self, X, w, out, M)
+        out += const
+        if terms is not None: terms.add_to_table(self, X, w, out)   # diag: the single terms (7.10) sends direct
+        for j in unsafe:                                # far and narrow: the expanded square would lose digits
+            y = self.kind.direct(self, X - self.means[j], j)
+            out[:, j] = self.const_direct[j] - 0.5 * np.einsum('md,md->m', y, y)
+        return phi                                      # the features of the expanded types (None for full)
 
     def log_joint(self,
         X:np.ndarray, # rows, shape (n, d)
     )->np.ndarray: # log π_j + log N(x_i | μ_j, Σ_j), a new column-major array of shape (n, k), float32 for float32 rows
         "The E-step's table of log joint probabilities: fast products, and the direct formula where they would round."
         if _compute_dtype(X) != self.dtype: return self._for(X).log_joint(X)
-        n, kind = len(X), self.kind
-        out = np.empty((n, self.k), order='F', dtype=self.dtype)   # column j (component j) contiguous
-        unsafe = np.flatnonzero(self._unsafe(X, self.mu)) if n else []
-        def chunk(a, b, w):
-            kind.table_chunk(self, X[a:b], w, out[a:b])
-            out[a:b] += self.const_t
-            for j in unsafe:                                # far and narrow: the expanded square would lose digits
-                y = kind.direct(self, X[a:b] - self.means[j], j)
-                out[a:b, j] = self.const_direct[j] - 0.5 * np.einsum('md,md->m', y, y)
-        run_chunks(chunk, n, self.rows, self.n_threads)
+        out = np.empty((len(X), self.k), order='F', dtype=self.dtype)   # column j (component j) contiguous
+        plan = self._table_plan(X)
+        run_chunks(lambda a, b, w: self._table_chunk(X[a:b], w, out[a:b], plan), len(X), self.rows, self.n_threads)
         return out
+
+    def _stats_plan(self, X)->tuple:
+        "Which components (and, for diag, which single terms) of the statistics of rows like X go direct."
+        if self.precisions_chol is None: return np.ones(self.k, bool), None   # a start: no θ to bound the rounding with
+        if not len(X): return np.zeros(self.k, bool), None
+        return self._guard(X, self.delta, self.frames)
+
+    def _stats_chunk(self, X, R, w, plan, phi=None):
+        "(Σ r (x - F_j), second moments) of a chunk: the type's fast sums, or every component directly."
+        unsafe, terms = plan
+        if not unsafe.all(): return self.kind.stats_chunk(self, X, R, w, unsafe, terms, phi)
+        kind, F = self.kind, self.frames
+        diffs = [X - F[j] for j in range(self.k)]      # per component, no expansion anywhere
+        return (np.stack([R[:, j] @ diffs[j] for j in range(self.k)]),
+                kind.combine([kind.moment(diffs[j], R[:, j]) for j in range(self.k)]))
 
     def stats(self,
         X:np.ndarray, # rows, shape (n, d)
@@ -714,17 +829,48 @@ class GaussianKernels:
     )->dict: # 'nk' (k,), 'sum_x' Σ r (x - F_j) (k, d), 'sum_xx' of the type's shape; additive over blocks, iterations, θ's
         "The M-step's sums over these rows, each component's about its own fixed frame F_j (float64, whatever X's dtype)."
         if _compute_dtype(X) != self.dtype: return self._for(X).stats(X, wresp)
-        kind, F = self.kind, self.frames
-        if self.precisions_chol is None: unsafe = np.ones(self.k, bool)   # a start: no θ to bound the rounding with
-        else: unsafe = self._unsafe(X, self.delta) if len(X) else np.zeros(self.k, bool)
-        def chunk(a, b, w):
-            Xc, R = X[a:b], wresp[a:b]
-            if not unsafe.all(): return kind.stats_chunk(self, Xc, R, w, unsafe)
-            diffs = [Xc - F[j] for j in range(self.k)]      # per component, no expansion anywhere
-            return (np.stack([R[:, j] @ diffs[j] for j in range(self.k)]),
-                    kind.combine([kind.moment(diffs[j], R[:, j]) for j in range(self.k)]))
-        parts = run_chunks(chunk, len(X), self.rows, self.n_threads)
+        plan = self._stats_plan(X)
+        parts = run_chunks(lambda a, b, w: self._stats_chunk(X[a:b], wresp[a:b], w, plan), len(X), self.rows, self.n_threads)
         return dict(nk=wresp.sum(0, dtype=np.float64), sum_x=sum(p[0] for p in parts), sum_xx=sum(p[1] for p in parts))
+
+    def e_step(self,
+        X:np.ndarray, # a block of rows, shape (n, d)
+        sample_weight:np.ndarray|None=None, # row weights, shape (n,), all positive; None: all ones
+        stats:bool=True, # whether to compute the statistics
+    )->'EStep': # the engine's E-step of these rows: the ledger's sums and the statistics
+        "The engine's E-step in one pass per chunk: table, posterior (2.8), the ledger's sums and the statistics while the chunk is in cache."
+        if _compute_dtype(X) != self.dtype: return self._for(X).e_step(X, sample_weight, stats)
+        if self.rows < FUSED_MIN_ROWS: return self._e_step_by_steps(X, sample_weight, stats)
+        k, table, st = self.k, self._table_plan(X), (self._stats_plan(X) if stats else None)
+        def chunk(a, b, w):
+            Xc = X[a:b]
+            lj = self.scratch.get('log_joint', (k, b - a), w, self.dtype).T    # (m, k), each component's column contiguous
+            phi = self._table_chunk(Xc, w, lj, table)
+            resp, log_norm, neg_h = posterior(lj)
+            cross = _dot_rows(resp, lj)                    # Σ_j q_ij log p(x_i, z=j), 0 where q = 0
+            if sample_weight is None: sums = np.array([b - a, _sum64(log_norm), _sum64(cross), _sum64(neg_h)])
+            else:
+                wc = sample_weight[a:b]
+                sums = np.array([wc.sum(), wc @ log_norm, wc @ cross, wc @ neg_h])
+                if stats: resp *= wc[:, None]
+            if not stats: return sums, None
+            return sums, (resp.sum(0, dtype=np.float64),) + tuple(self._stats_chunk(Xc, resp, w, st, phi))
+        parts = run_chunks(chunk, len(X), self.rows, self.n_threads)
+        W, ll, ell, nh = (float(v) for v in sum(p[0] for p in parts))
+        s = None if not stats else dict(nk=sum(p[1][0] for p in parts), sum_x=sum(p[1][1] for p in parts),
+                                        sum_xx=sum(p[1][2] for p in parts))
+        return EStep(W, ll, ell, nh, s)
+
+    def _e_step_by_steps(self, X, sample_weight, stats):
+        "`e_step` for kernels whose chunks are short (full, large d k): the table of the whole block, its posterior, its statistics."
+        lj = self.log_joint(X)
+        resp, log_norm, neg_h = posterior(lj)
+        cross = _dot_rows(resp, lj)
+        if sample_weight is None: W, ll, ell, nh = float(len(X)), _sum64(log_norm), _sum64(cross), _sum64(neg_h)
+        else:
+            W, ll, ell, nh = float(sample_weight.sum()), sample_weight @ log_norm, sample_weight @ cross, sample_weight @ neg_h
+            if stats: resp *= sample_weight[:, None]
+        return EStep(W, float(ll), float(ell), float(nh), self.stats(X, resp) if stats else None)
 
     def parameters(self,
         stats:dict, # `stats` summed over all blocks of rows, in this fit's frames
@@ -747,11 +893,6 @@ class GaussianKernels:
         N, m = stats['nk'], self.means - self.frames       # m: each mean in its own frame (small)
         quad = self.kind.quad(self, N, stats['sum_x'], stats['sum_xx'], m)
         return float(np.where(N > 0, N * self.const_direct, 0.0).sum() - 0.5 * quad)
-
-# %% ../nbs/07_gaussian.ipynb #2ae203f8
-import functools
-from .e_step import posterior
-from .em import EStep, _dot_rows
 
 # %% ../nbs/07_gaussian.ipynb #340e21d1
 _LOG_2PI_E = math.log(2 * math.pi) + 1.0   # the entropy of N(0, 1) is ½ log(2πe)

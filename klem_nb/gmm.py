@@ -322,9 +322,10 @@ class GaussianMixture(BaseMixture):
         return self._kernels().log_joint(X)
 
     def _e_step(self, X, sample_weight=None, stats=True):
-        "Under 'marginalize', the E-step of a block with missing values (q covers them too); None: the engine's own."
-        if self.nan_policy != 'marginalize' or not np.isnan(X).any(): return None
-        return observed_e_step(self._kernels(), X, sample_weight, stats)
+        "The kernels' one-pass E-step; under 'marginalize' a block with missing values has its own (q covers them too)."
+        if self.nan_policy == 'marginalize' and np.isnan(X).any(): return observed_e_step(self._kernels(), X, sample_weight, stats)
+        if sample_weight is not None and not (sample_weight > 0).all(): return None   # the engine's, which drops such rows
+        return self._kernels().e_step(X, sample_weight, stats)
 
     def _conditional_means(self, X):
         "Σ_j p(j | x_o) (μ_jm + Σ_jmo Σ_joo⁻¹ (x_o - μ_jo)) in the missing coordinates of rows with NaN, shape (n, d)."
