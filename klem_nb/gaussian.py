@@ -415,7 +415,7 @@ class FullCovariance(_MatrixType):
     def flops_per_row(self, kern): return 2 * kern.width * (kern.d + 1) + kern.k * kern.d**2
 
     def tables(self, kern, U, mu):
-        "(10.1), transposed: y_iᵀ = A [x̃_i; 1] for all components at once. Returns (log det, width, quad)."
+        "(17.1), transposed: y_iᵀ = A [x̃_i; 1] for all components at once. Returns (log det, width, quad)."
         k, d = mu.shape
         kern.A = np.empty((k * d, d + 1))
         kern.A[:, :d] = U.transpose(0, 2, 1).reshape(k * d, d)
@@ -468,7 +468,7 @@ class FullCovariance(_MatrixType):
 
 # %% ../nbs/07_gaussian.ipynb #b12d99c2
 class _Expanded:
-    "The fast E-step (10.3) on a chunk: one product of its feature table Φ with M."
+    "The fast E-step (17.3) on a chunk: one product of its feature table Φ with M."
     def table_chunk(self, kern, X, w, out, M=None):
         phi = self.features(kern, X, w)
         np.matmul((kern.M if M is None else M).T, phi.T, out=out.T)
@@ -488,7 +488,7 @@ class TiedCovariance(_Expanded, _MatrixType):
     def combine(self, parts): return sum(parts)
 
     def tables(self, kern, U, mu):
-        m = mu @ U                                       # y = x̃ L, then (10.3) on [y, |y|²]
+        m = mu @ U                                       # y = x̃ L, then (17.3) on [y, |y|²]
         kern.M = np.vstack([m.T, -0.5 * np.ones((1, len(mu)))])
         return self.log_det(U, mu.shape[1]), mu.shape[1] + 1, 0.5 * (m * m).sum(1)
 
@@ -592,7 +592,7 @@ class DiagCovariance(_Expanded, _ScaleType):
     def moment(self, diff, r): return r @ diff**2
 
     def tables(self, kern, U, mu):
-        p = U**2                                         # (10.3) on [x̃, x̃²]
+        p = U**2                                         # (17.3) on [x̃, x̃²]
         kern.M = np.vstack([(p * mu).T, -0.5 * p.T])
         return self.log_det(U, mu.shape[1]), 2 * mu.shape[1], 0.5 * (p * mu**2).sum(1)
 
@@ -607,7 +607,7 @@ class DiagCovariance(_Expanded, _ScaleType):
         return 3 * kern.precisions_chol**2 * offsets**2
 
     def split(self, kern, terms):
-        "M and the constants of (10.3) without the terms (j, l) that go direct."
+        "M and the constants of (17.3) without the terms (j, l) that go direct."
         j, l = terms.comps, terms.cols
         M = kern.M.copy()
         M[l, j] = M[kern.d + l, j] = 0
@@ -645,7 +645,7 @@ class SphericalCovariance(DiagCovariance):
     def moment(self, diff, r): return (r @ diff**2).sum()
 
     def tables(self, kern, U, mu):
-        p = U**2                                         # (10.3) on [x̃, |x̃|²]
+        p = U**2                                         # (17.3) on [x̃, |x̃|²]
         kern.M = np.vstack([(p[:, None] * mu).T, -0.5 * p[None, :]])
         return self.log_det(U, mu.shape[1]), mu.shape[1] + 1, 0.5 * p * (mu**2).sum(1)
 
