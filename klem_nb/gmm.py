@@ -276,7 +276,9 @@ class GaussianMixture(BaseMixture):
             nk = first['nk']
             frames = first['sx'] / (nk + 10 * np.finfo(float).eps)[:, None]   # each start's mean: the frames F_j
             kern = GaussianKernels(self.covariance_type, nk / nk.sum(), frames, None, frames=frames)
-            nk, means, covariances = kern.parameters(self._start_stats(X, resp, sample_weight, kern.stats), self.reg_covar)
+            stats = self._label_stats(X, resp, sample_weight, frames)
+            if stats is None: stats = self._start_stats(X, resp, sample_weight, kern.stats)
+            nk, means, covariances = kern.parameters(stats, self.reg_covar)
             weights = nk / self._total_weight(X, sample_weight)
         self._warn_reg_covar(X, sample_weight)
         self.weights_ = weights if self._weights_init is None else self._weights_init
@@ -291,6 +293,24 @@ class GaussianMixture(BaseMixture):
             self.covariances_ = covariances_from_precisions_cholesky(self.precisions_cholesky_, self.covariance_type)
         old = getattr(self, '_fit_kernels', None)
         self._build_kernels(Scratch() if old is None else old.scratch)
+
+    def _label_stats(self, X, resp, sample_weight, frames)->dict|None:
+        "The start's statistics when q_0 is one-hot by labels (k-means): each component's rows summed once, O(nd) not O(nkd); None otherwise."
+        labels = getattr(resp, 'labels', None)
+        if (labels is None or resp.seeds is not None or resp.centers is not None or not isinstance(X, np.ndarray)
+                or len(labels) != len(X)): return None
+        counts = np.bincount(labels, minlength=self.n_components)
+        if not counts.all(): return None                          # an empty component: the general path
+        kind, order = COVARIANCE[self.covariance_type], np.argsort(labels, kind='stable')
+        shared = kind.shape(2, 1) == kind.shape(1, 1)             # one matrix for all components (tied): parts add
+        parts, a = [], 0
+        for j, b in enumerate(np.cumsum(counts)):
+            rows, a = order[a:b], b
+            w = np.ones((len(rows), 1), X.dtype) if sample_weight is None else sample_weight[rows, None]
+            one = GaussianKernels(self.covariance_type, np.ones(1), frames[j:j + 1], None, frames=frames[j:j + 1])
+            parts.append(one.stats(X[rows], w))
+        return {key: sum(p[key] for p in parts) if shared and key == 'sum_xx' else np.concatenate([p[key] for p in parts])
+                for key in parts[0]}
 
     def _build_kernels(self, scratch):
         "Fast kernels at the current parameters, kept for the rest of the fit (with their scratch space)."
