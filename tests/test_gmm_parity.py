@@ -207,3 +207,30 @@ def test_kmeans_start_falls_back_to_kmeans_when_routines_move(monkeypatch):
     assert base._kmeans_routines() is None
     monkeypatch.undo()
     assert base._kmeans_routines() is not None
+
+
+@pytest.mark.parametrize('covariance_type', ['full', 'tied', 'diag', 'spherical'])
+@pytest.mark.parametrize('dtype', [np.float64, np.float32])
+def test_label_start_statistics_equal_the_one_hot_pass(covariance_type, dtype):
+    "The k-means start's statistics from the labels (rows grouped, O(nd)) equal the general pass over one-hot q_0."
+    from klem_nb.base import StartingResponsibilities
+    from klem_nb.gaussian import GaussianKernels
+    from klem_nb.gmm import GaussianMixture
+    rng = np.random.default_rng(7)
+    X = (rng.normal(size=(3000, 3)) * [1, 5, 0.2] + 100 + rng.integers(0, 3, size=(3000, 1)) * 4).astype(dtype)
+    labels = rng.integers(0, 4, size=len(X))
+    w = rng.integers(0, 3, size=len(X)).astype(float)
+    gm = GaussianMixture(4, covariance_type=covariance_type)
+    gm._dtype = dtype
+    q0 = StartingResponsibilities(len(X), 4, X.dtype, labels=labels)
+    for weights in (None, w):
+        frames = np.array([X[labels == j].mean(0) for j in range(4)], dtype=np.float64)
+        kern = GaussianKernels(covariance_type, np.full(4, 0.25), frames, None, frames=frames)
+        fast = gm._label_stats(X, q0, weights, frames)
+        slow = gm._start_stats(X, q0, weights, kern.stats)
+        assert fast is not None and fast.keys() == slow.keys()
+        scale = len(X) * float(np.abs(X).max())                            # Σ r (x - F_j) is near 0: absolute in X's units
+        for key in slow: np.testing.assert_allclose(fast[key], slow[key], rtol=1e-9, atol=1e-12 * scale if key == 'sum_x' else 0)
+    seeded = StartingResponsibilities(len(X), 4, X.dtype, seeds=np.arange(4))
+    assert gm._label_stats(X, seeded, None, frames) is None                   # not one-hot by labels: the general pass
+    assert gm._label_stats(X, StartingResponsibilities(len(X), 4, X.dtype, labels=labels % 3), None, frames) is None   # an empty component
