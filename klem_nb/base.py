@@ -52,7 +52,7 @@ class MixtureEMModel(LatentClassModel):
         self.estimator._m_step(stats)
 
     def e_step(self, X, sample_weight=None, stats=True):
-        "The E-step on the block's rows of positive weight (out-of-core blocks keep zero-weight rows): the estimator's own where it has one (rows with missing values), else the row softmax."
+        "The E-step on the block's rows of positive weight: the estimator's own where it has one, else the row softmax."
         if sample_weight is not None and not (sample_weight > 0).all():
             keep = sample_weight > 0
             X, sample_weight = X[keep], sample_weight[keep]

@@ -295,7 +295,7 @@ class GaussianMixture(BaseMixture):
         self._build_kernels(Scratch() if old is None else old.scratch)
 
     def _label_stats(self, X, resp, sample_weight, frames)->dict|None:
-        "The start's statistics when q_0 is one-hot by labels (k-means): each component's rows summed once, O(nd) not O(nkd); None otherwise."
+        "The start's statistics when q_0 is one-hot by labels: each component's rows summed once (O(nd)); else None."
         labels = getattr(resp, 'labels', None)
         if (labels is None or resp.seeds is not None or resp.centers is not None or not isinstance(X, np.ndarray)
                 or len(labels) != len(X)): return None
