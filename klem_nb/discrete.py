@@ -18,7 +18,7 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .base import INIT_SAMPLE_SIZE, BaseMixture, MixtureEMModel, StartingResponsibilities, take_rows
-from .em import DEFAULT_BLOCK_SIZE, LatentClassModel
+from .em import DEFAULT_BLOCK_SIZE, LatentClassModel, _add_all
 from .gaussian import MIN_CHUNK_ROWS, available_cpus, run_chunks
 
 # %% ../nbs/12_discrete.ipynb #dce64617
@@ -255,10 +255,7 @@ class _MeanMixture(BaseMixture):
         model = MixtureEMModel(self)
         def chunk(a, b, worker):
             return LatentClassModel.e_step(model, X[a:b], None if sample_weight is None else sample_weight[a:b], stats)
-        parts = run_chunks(chunk, len(X), -(-len(X) // n_threads), n_threads)
-        total = parts[0]
-        for part in parts[1:]: total = total + part
-        return total
+        return _add_all(*run_chunks(chunk, len(X), -(-len(X) // n_threads), n_threads))   # the engine's sum of blocks
 
     def _held(self, weights, means)->tuple:
         "The M-step's (weights, means) with the frozen ones kept: the very arrays the fit started from."
