@@ -71,19 +71,29 @@ class MixtureEMModel(LatentClassModel):
         return self.estimator._expected_log_joint(stats)
 
 # %% ../nbs/10_base.ipynb #row-terms
-class _RowTerms:
-    "A per-row term of the fit's in-memory data, computed once; `rows_of(block)` reads it back for a row range of that array."
-    def __init__(self, X:np.ndarray, values:np.ndarray):
+class _RowRange:
+    "Recognises the blocks of the fit's in-memory array by their memory; X itself is not kept."
+    def __init__(self, X:np.ndarray):
         self.start, self.strides, self.shape, self.dtype = X.__array_interface__['data'][0], X.strides, X.shape, X.dtype
-        self.values = values                                   # shape (n,); X itself is not kept
 
-    def rows_of(self, X)->np.ndarray|None:
-        "The terms of X's rows when X is a range of rows of the fit's array (same memory, dtype, strides), else None."
+    def range_of(self, X)->tuple|None:
+        "(first row, number of rows) when X is a range of rows of the fit's array (same memory, dtype, strides), else None."
         if not (isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype == self.dtype and X.strides == self.strides
                 and X.shape[1] == self.shape[1] and self.strides[0] > 0 and len(X)): return None
         first, off = divmod(X.__array_interface__['data'][0] - self.start, self.strides[0])
         if off or first < 0 or first + len(X) > self.shape[0]: return None
-        return self.values[first:first + len(X)]
+        return first, len(X)
+
+class _RowTerms(_RowRange):
+    "A per-row term of the fit's in-memory data, computed once; `rows_of(block)` reads it back for a row range of that array."
+    def __init__(self, X:np.ndarray, values:np.ndarray):
+        super().__init__(X)
+        self.values = values                                   # shape (n,)
+
+    def rows_of(self, X)->np.ndarray|None:
+        "The terms of X's rows when X is a range of rows of the fit's array, else None."
+        r = self.range_of(X)
+        return None if r is None else self.values[r[0]:r[0] + r[1]]
 
     @classmethod
     def of(cls, estimator, X)->'_RowTerms|None':
@@ -92,6 +102,24 @@ class _RowTerms:
         parts = [estimator._row_term(X[a:b]) for a in range(0, len(X), DEFAULT_BLOCK_SIZE)
                  for b in [min(a + DEFAULT_BLOCK_SIZE, len(X))]]
         return None if parts[0] is None else cls(X, np.concatenate(parts))
+
+class _BlockCache(_RowRange):
+    "Whatever a family derives from a block of the fit's in-memory rows alone, made on the block's first E-step and kept for the fit."
+    def __init__(self, X:np.ndarray):
+        super().__init__(X)
+        self._kept = {}                                        # (first row, rows) -> the block's structure, never modified
+
+    def __reduce__(self): return (_BlockCache, (np.empty((0, self.shape[1]), self.dtype),))   # pickles empty
+
+    def get(self,
+        X:np.ndarray, # a block of rows
+        make, # make(X): the structure of X's rows (anything, None included), computed from X alone
+    ):
+        "make(X), computed once per row range of the fit's array; anything else (a copy, new data) is made afresh."
+        key = self.range_of(X)
+        if key is None: return make(X)
+        if key not in self._kept: self._kept.setdefault(key, make(X))   # two threads: one value wins, both are equal
+        return self._kept[key]
 
 # %% ../nbs/10_base.ipynb #e2728906
 INIT_PARAMS = ('kmeans', 'k-means++', 'random', 'random_from_data')
@@ -686,13 +714,14 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
             raise ValueError(f"start holds q_0 for {start.n} rows and {start.k} components; the fit has {n_fit} rows "
                              f"(of positive weight) and n_components = {self.n_components}")
         try: return self._fit_validated(X, X_fit, sample_weight, callback, algorithm, has_nan, start)
-        finally: self._seen_range = self._fit_row_terms = None   # no reference to the data outlives the fit
+        finally: self._seen_range = self._fit_row_terms = self._fit_blocks = None   # nothing of the data outlives the fit
 
     def _fit_validated(self, X, X_fit, sample_weight, callback, algorithm, has_nan, start=None):
         "The runs of `fit` on validated data."
         for name in ('n_batch_iter_', '_online_stats', '_online_rows', '_n_seen'): self.__dict__.pop(name, None)   # no stream
         self._check_fit_parameters(X_fit)
         self._fit_row_terms = _RowTerms.of(self, X_fit)    # a per-row constant (Poisson's log x!) once for every run
+        self._fit_blocks = _BlockCache(X_fit) if has_nan else None   # e.g. where each block's holes are, for every E-step
         X_start = column_means_filled(X_fit, sample_weight) if has_nan else X_fit   # starts need complete rows
 
         do_init = not (self.warm_start and hasattr(self, "converged_"))
