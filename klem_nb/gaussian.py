@@ -943,7 +943,8 @@ class Holes:
         self.starts = (self.ends - per_col)[self.present]         # where each column that has holes begins
         self.back = np.empty_like(self.by_col)
         self.back[self.by_col] = np.arange(len(self.back))
-        self.yc = np.subtract(self.filled.T, self.fill[:, None])[:, rows[self.by_col]]   # y - fill of each hole's row, (d, t)
+        yc = np.subtract(self.filled, self.fill)[rows[self.by_col]]   # y - f of each hole's row, (t, d)
+        self.yc = np.ascontiguousarray(yc.T)                       # (d, t): each column's holes contiguous
 
 # %% ../nbs/07_gaussian.ipynb #fea1b3af
 class MissingRows:
@@ -1072,12 +1073,12 @@ def _hole_gradient(rows, P, MP):
     for c, b in enumerate(h.ends):
         if b > a: np.matmul(P[:, c], h.yc[:, a:b], out=G[:, a:b])
         a = b
-    return np.subtract(G[:, h.back], np.take(MP, h.cols, axis=1))   # back in the holes' order, (k, t)
+    return np.subtract(np.take(G, h.back, axis=1), np.take(MP, h.cols, axis=1))   # back in the holes' order, (k, t)
 
 def _hole_cross(rows, W, f, fold):
     "Σ_t W_tj on each column c, and B_j[:, c] = Σ_t W_tj (y_i - F_j) over the holes t in column c; `fold`: Σ_j B_j."
     h, k, d = rows.holes, rows.k, rows.d
-    Wc, sw = W[:, h.by_col], np.zeros((k, d))                  # the holes column by column
+    Wc, sw = np.take(W, h.by_col, axis=1), np.zeros((k, d))    # the holes column by column
     if not len(h.cols): return sw, np.zeros((d, d) if fold else (k, d, d))
     sw[:, h.present] = np.add.reduceat(Wc, h.starts, axis=1)
     if fold:                                                   # tied: Σ_j W_tj first, one product for all components
@@ -1099,8 +1100,9 @@ def _matrix_missing_table(self, rows):
     g = _hole_gradient(rows, P, MP)                              # g_j = P_j (y - μ_j) on each hole, (k, t)
     rows.n_precisions, rows.cond_cov = len(P), []
     rows.values = np.empty_like(g)                               # v = P_mm⁻¹ g = y_m - E[x_m | x_o, j], (k, t)
-    lj, ldA = rows.log_joint.T, np.zeros((k, len(rows.filled)))    # component-major views of the (n, k) tables
-    rows.log_det_A, flat = ldA.T, P.reshape(len(P), d * d)
+    lj, flat = rows.log_joint.T, P.reshape(len(P), d * d)        # lj: a component-major view of the (n, k) table
+    ldA = np.zeros((len(P), len(rows.filled)))                   # log det P_mm of each row and component (tied: row)
+    rows.log_det_A = np.broadcast_to(ldA.T, (len(rows.filled), k))
     for R, part, at in h.groups:                                 # at: where each entry of P_mm sits in P, (m, m, n_m)
         m, n_m = len(at), at.shape[-1]
         if len(P) == 1: A = np.take(flat[0], at)                 # tied: one P_mm per row, (m, m, n_m)
@@ -1108,23 +1110,32 @@ def _matrix_missing_table(self, rows):
         C, ld = _inverse_planes(A, self._what)
         gm, v = g[:, part].reshape(k, m, n_m), rows.values[:, part].reshape(k, m, n_m)
         np.einsum('abn,kbn->kan' if len(P) == 1 else 'abkn,kbn->kan', C, gm, out=v)
-        lj[:, R] += 0.5 * (m * _LOG_2PI - ld + np.einsum('kan,kan->kn', gm, v))   # + ½ gᵀ P_mm⁻¹ g
+        q = np.einsum('kan,kan->kn', gm, v)                      # gᵀ P_mm⁻¹ g
+        q -= ld
+        q += m * _LOG_2PI
+        q *= 0.5
+        lj[:, R] += q
         ldA[:, R] = ld
         rows.cond_cov.append(C)
 
 def _matrix_missing_stats(self, rows, wresp, f, s):
     "(7.23) for full and tied: x̂ = y - v on the holes; the cross terms by column, v vᵀ + C by row and count."
     k, d, kP, h = rows.k, rows.d, rows.n_precisions, rows.holes  # kP: k (full) or 1 (tied: sum over components first)
-    W = wresp[rows.rows].T * rows.values                         # r_ij v_tj, (k, t)
+    rt = np.ascontiguousarray(wresp.T)                           # component-major (a copy only if wresp is row-major)
+    W = np.take(rt, rows.rows, axis=1)
+    W *= rows.values                                             # r_ij v_tj, (k, t)
     sw, B = _hole_cross(rows, W, f, kP == 1)                     # Σ r v by column; Σ_i r_ij (y_i - F_j) v_ijᵀ
-    VV = np.zeros((kP, d * d))
+    VV, r_sum = np.zeros((kP, d * d)), rt.sum(axis=0) if kP == 1 else None
     for (R, part, at), C in zip(h.groups, rows.cond_cov):
         m, n_m = len(at), at.shape[-1]
         rv, v = W[:, part].reshape(k, m, n_m), rows.values[:, part].reshape(k, m, n_m)
-        if kP == 1: VV[0] += np.bincount(at.ravel(), (np.einsum('kan,kbn->abn', rv, v) + wresp[R].sum(1) * C).ravel(),
-                                         minlength=d * d)
+        if kP == 1:
+            blk = np.einsum('kan,kbn->abn', rv, v)
+            blk += np.take(r_sum, R) * C
+            VV[0] += np.bincount(at.ravel(), blk.ravel(), minlength=d * d)
         else:
-            blk = np.einsum('kan,kbn->kabn', rv, v) + wresp[R].T[:, None, None] * np.moveaxis(C, 2, 0)
+            blk = np.einsum('kan,kbn->kabn', rv, v)
+            blk += np.take(rt, R, axis=1)[:, None, None] * np.moveaxis(C, 2, 0)
             for j in range(k): VV[j] += np.bincount(at.ravel(), blk[j].ravel(), minlength=d * d)
     S = -B - np.swapaxes(B, -1, -2)
     return dict(nk=s['nk'], sum_x=s['sum_x'] - sw, sum_xx=s['sum_xx'] + S + VV.reshape(S.shape))
