@@ -930,13 +930,14 @@ class Holes:
         d, groups = self.d, missing_groups(self.n_missing)
         order = np.concatenate([H.T.ravel() for _, H in groups]) if groups else np.zeros(0, np.intp)
         self.rows, self.cols = rows, cols = self.rows[order], self.cols[order]
-        self.groups, at = [], 0
+        self.with_holes = np.concatenate([R for R, _ in groups]) if groups else np.zeros(0, np.intp)   # rows by count
+        self.groups, at, r = [], 0, 0
         for R, H in groups:
             n_m, m = H.shape
-            part = slice(at, at + m * n_m)
-            at += m * n_m
+            part, these = slice(at, at + m * n_m), slice(r, r + n_m)   # the count's holes; its rows in `with_holes`
+            at, r = at + m * n_m, r + n_m
             c = cols[part].reshape(m, n_m)                         # ascending down each column of c
-            self.groups.append((R, part, c[:, None] * d + c[None]))   # entry (c_a, c_b) of a (d, d) array, (m, m, n_m)
+            self.groups.append((these, part, c[:, None] * d + c[None]))   # entry (c_a, c_b) of a (d, d) array, (m, m, n_m)
         self.by_col = np.argsort(cols.astype(np.int16), kind='stable')   # the holes column by column
         per_col = np.bincount(cols, minlength=d)
         self.ends, self.present = np.cumsum(per_col), np.flatnonzero(per_col)
@@ -1100,43 +1101,42 @@ def _matrix_missing_table(self, rows):
     g = _hole_gradient(rows, P, MP)                              # g_j = P_j (y - μ_j) on each hole, (k, t)
     rows.n_precisions, rows.cond_cov = len(P), []
     rows.values = np.empty_like(g)                               # v = P_mm⁻¹ g = y_m - E[x_m | x_o, j], (k, t)
-    lj, flat = rows.log_joint.T, P.reshape(len(P), d * d)        # lj: a component-major view of the (n, k) table
-    ldA = np.zeros((len(P), len(rows.filled)))                   # log det P_mm of each row and component (tied: row)
-    rows.log_det_A = np.broadcast_to(ldA.T, (len(rows.filled), k))
-    for R, part, at in h.groups:                                 # at: where each entry of P_mm sits in P, (m, m, n_m)
+    n_h, kP, flat = len(h.with_holes), len(P), P.reshape(len(P), d * d)
+    corr, ldA = np.empty((k, n_h)), np.empty((kP, n_h))         # the rows with holes, by count: each count a slice
+    for these, part, at in h.groups:                             # at: where each entry of P_mm sits in P, (m, m, n_m)
         m, n_m = len(at), at.shape[-1]
-        if len(P) == 1: A = np.take(flat[0], at)                 # tied: one P_mm per row, (m, m, n_m)
+        if kP == 1: A = np.take(flat[0], at)                     # tied: one P_mm per row, (m, m, n_m)
         else: A = np.moveaxis(np.take(flat, at, axis=1), 0, 2)   # (m, m, k, n_m)
-        C, ld = _inverse_planes(A, self._what)
+        C, ldA[:, these] = _inverse_planes(A, self._what)
         gm, v = g[:, part].reshape(k, m, n_m), rows.values[:, part].reshape(k, m, n_m)
-        np.einsum('abn,kbn->kan' if len(P) == 1 else 'abkn,kbn->kan', C, gm, out=v)
-        q = np.einsum('kan,kan->kn', gm, v)                      # gᵀ P_mm⁻¹ g
-        q -= ld
+        np.einsum('abn,kbn->kan' if kP == 1 else 'abkn,kbn->kan', C, gm, out=v)
+        q = np.einsum('kan,kan->kn', gm, v, out=corr[:, these])  # gᵀ P_mm⁻¹ g
+        q -= ldA[:, these]
         q += m * _LOG_2PI
-        q *= 0.5
-        lj[:, R] += q
-        ldA[:, R] = ld
         rows.cond_cov.append(C)
+    rows.log_joint.T[:, h.with_holes] += 0.5 * corr              # + ½ (|m| log 2π - log det P_mm + gᵀ P_mm⁻¹ g)
+    full = np.zeros((kP, len(rows.filled)))
+    full[:, h.with_holes] = ldA
+    rows.log_det_A = np.broadcast_to(full.T, (len(rows.filled), k))   # tied: one column for all components
 
 def _matrix_missing_stats(self, rows, wresp, f, s):
     "(7.23) for full and tied: x̂ = y - v on the holes; the cross terms by column, v vᵀ + C by row and count."
     k, d, kP, h = rows.k, rows.d, rows.n_precisions, rows.holes  # kP: k (full) or 1 (tied: sum over components first)
-    rt = np.ascontiguousarray(wresp.T)                           # component-major (a copy only if wresp is row-major)
-    W = np.take(rt, rows.rows, axis=1)
-    W *= rows.values                                             # r_ij v_tj, (k, t)
-    sw, B = _hole_cross(rows, W, f, kP == 1)                     # Σ r v by column; Σ_i r_ij (y_i - F_j) v_ijᵀ
-    VV, r_sum = np.zeros((kP, d * d)), rt.sum(axis=0) if kP == 1 else None
-    for (R, part, at), C in zip(h.groups, rows.cond_cov):
+    r = np.take(np.ascontiguousarray(wresp.T), h.with_holes, axis=1)   # r_ij of the rows with holes, by count, (k, n_h)
+    W, VV = np.empty_like(rows.values), np.zeros((kP, d * d))
+    for (these, part, at), C in zip(h.groups, rows.cond_cov):
         m, n_m = len(at), at.shape[-1]
         rv, v = W[:, part].reshape(k, m, n_m), rows.values[:, part].reshape(k, m, n_m)
+        np.multiply(r[:, None, these], v, out=rv)                # r_ij v_ij, (k, m, n_m)
         if kP == 1:
             blk = np.einsum('kan,kbn->abn', rv, v)
-            blk += np.take(r_sum, R) * C
+            blk += r[:, these].sum(axis=0) * C
             VV[0] += np.bincount(at.ravel(), blk.ravel(), minlength=d * d)
         else:
             blk = np.einsum('kan,kbn->kabn', rv, v)
-            blk += np.take(rt, R, axis=1)[:, None, None] * np.moveaxis(C, 2, 0)
+            blk += r[:, None, None, these] * np.moveaxis(C, 2, 0)
             for j in range(k): VV[j] += np.bincount(at.ravel(), blk[j].ravel(), minlength=d * d)
+    sw, B = _hole_cross(rows, W, f, kP == 1)                     # Σ r v by column; Σ_i r_ij (y_i - F_j) v_ijᵀ
     S = -B - np.swapaxes(B, -1, -2)
     return dict(nk=s['nk'], sum_x=s['sum_x'] - sw, sum_xx=s['sum_xx'] + S + VV.reshape(S.shape))
 
