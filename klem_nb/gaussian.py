@@ -1114,10 +1114,14 @@ def _matrix_missing_table(self, rows):
         q -= ldA[:, these]
         q += m * _LOG_2PI
         rows.cond_cov.append(C)
-    rows.log_joint.T[:, h.with_holes] += 0.5 * corr              # + ½ (|m| log 2π - log det P_mm + gᵀ P_mm⁻¹ g)
-    full = np.zeros((kP, len(rows.filled)))
+    n = len(rows.filled)
+    full = np.zeros((k, n))                                      # ½ (|m| log 2π - log det P_mm + gᵀ P_mm⁻¹ g) on each row
+    full[:, h.with_holes] = corr
+    full *= 0.5
+    rows.log_joint.T[...] += full
+    full = np.zeros((kP, n))
     full[:, h.with_holes] = ldA
-    rows.log_det_A = np.broadcast_to(full.T, (len(rows.filled), k))   # tied: one column for all components
+    rows.log_det_A = np.broadcast_to(full.T, (n, k))             # tied: one column for all components
 
 def _matrix_missing_stats(self, rows, wresp, f, s):
     "(7.23) for full and tied: x̂ = y - v on the holes; the cross terms by column, v vᵀ + C by row and count."
