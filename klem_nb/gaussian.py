@@ -672,7 +672,6 @@ def precision_cholesky(
     return COVARIANCE[covariance_type].precision_cholesky(covariances)
 
 # %% ../nbs/07_gaussian.ipynb #2ae203f8
-import functools
 from .e_step import posterior
 from .em import EStep, _dot_rows, _sum64
 
