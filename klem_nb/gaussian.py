@@ -924,6 +924,13 @@ class Holes:
         if solves: self._layout()
         else: self.gone = self.mask.astype(np.float64)
 
+    @property
+    def nbytes(self)->int:
+        "Bytes held (what a fit's `_BlockCache` counts against its budget)."
+        arrays = [v for v in vars(self).values() if isinstance(v, np.ndarray)]
+        arrays += [a for g in getattr(self, 'groups', []) for a in g if isinstance(a, np.ndarray)]
+        return sum(a.nbytes for a in arrays)
+
     def _layout(self):
         "Holes by count, then by position in the row, then by row; each count's gather indices into (d, d); and by column."
         d, groups = self.d, missing_groups(self.n_missing)
