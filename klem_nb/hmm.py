@@ -352,8 +352,8 @@ def _fb_loops(log_B, vb, shift, starts, w, pi, A, alpha, rc, gamma, wgamma, out,
     of a chunk's rows, b̂ = exp(log b - shift) in `vb`, each row's shift (n,), sequence starts (m + 1,), weights (m,),
     π (an array, or a tuple: then k is a compile-time constant), A. Out, per row: w·γ (n, k); the arguments of the
     three logarithms of (14.5), clamped to tiny and 1 where a row has no such term: α̂ in `alpha`, b̂ β̂ in `vb`, γ in
-    `gamma`; in `out` (m + 3 + k + k²,): log p(x) of each sequence, Σ w γ log b, Σ w Σ_t>1 log c_t, a status (2: a
-    sequence impossible), Σ w γ_1 (k,) and Σ w Σ_t α̂_t ⊗ b̂_t+1 β̂_t+1 / c_t+1 (k, k), ξ's sum before the factor A.
+    `gamma`; in `out` (m + 3 + k + k²,): log p(x) of each sequence, Σ w γ log b, Σ w Σ_t>1 log c_t, a status (1: an
+    observation impossible in every state, 2: a sequence impossible), Σ w γ_1 (k,) and Σ w Σ_t α̂_t ⊗ b̂_t+1 β̂_t+1 / c_t+1 (k, k), ξ's sum before the factor A.
     `backward` False: the forward loop alone, for log p(x)."""
     k = len(pi)
     m = len(starts) - 1
@@ -375,8 +375,8 @@ def _fb_loops(log_B, vb, shift, starts, w, pi, A, alpha, rc, gamma, wgamma, out,
                 for j in range(k): nxt[j] = u[j] * vb[t, j] * r
             tot = 0.0
             for j in range(k): tot += nxt[j]
-            if not tot > 0:
-                status = 2.0
+            if not tot > 0:                                     # 1: b_t = 0 in every state; 2: the chain cannot go on
+                status = 1.0 if shift[t] == -np.inf else 2.0
                 break
             sh += shift[t]
             if t == a: lc_first = np.log(tot)
@@ -497,10 +497,11 @@ def _compiled()->dict|None:
 
 def _work(scratch:dict, n:int, k:int)->tuple:
     """The compiled E-step's work arrays for n rows: α̂, b̂, γ, w·γ, log b (n, k), 1/c and the shifts (n,); views of
-    arrays kept in `scratch` (as large as the largest chunk) from one call to the next."""
+    arrays kept in `scratch` (as large as the largest chunk) from one call to the next. The first three are slices of
+    one (5, rows, k) array, so that the entropy's logarithms are one numpy call."""
     if scratch.get('k') != k or scratch['rows'] < n:
-        scratch.update(k=k, rows=n, arrays=[np.empty((n, k)) for _ in range(5)], rc=np.empty(n), shift=np.empty(n))
-    return tuple(a[:n] for a in scratch['arrays']) + (scratch['rc'][:n], scratch['shift'][:n])
+        scratch.update(k=k, rows=n, arrays=np.empty((5, n, k)), rc=np.empty(n), shift=np.empty(n))
+    return tuple(scratch['arrays'][:, :n]) + (scratch['rc'][:n], scratch['shift'][:n])
 
 def _fb_compiled(kern:dict, log_B, starts, w, startprob, transmat, scratch:dict|None=None, backward:bool=True,
                  scaled:bool=False, log_A0:np.ndarray|None=None)->tuple:
@@ -518,19 +519,19 @@ def _fb_compiled(kern:dict, log_B, starts, w, startprob, transmat, scratch:dict|
     if not scaled:
         kern['shift'](log_B, shift, vb)                         # each step's emissions scaled by their largest, as in numpy
         np.exp(vb, out=vb)                                      # b̂, by numpy's vectorised exp
-    if not np.isfinite(shift).all(): raise ValueError("an observation has probability 0 under every state")
     pi = np.ascontiguousarray(startprob, float)
     kern['fb'](log_B, vb, shift, starts, np.ascontiguousarray(w, float), tuple(pi) if _unroll(k, n) else pi,
                np.ascontiguousarray(transmat, float), alpha, rc, gamma, wg, out, backward)
+    if out[m + 2] == 1: raise ValueError("an observation has probability 0 under every state")
     if out[m + 2] == 2: raise ValueError("a sequence has probability 0 under the current parameters (check zeros in startprob_/transmat_)")
     if not backward: return out[:m], None, None, None, None, None
     xi = transmat * out[m + 3 + k:].reshape(k, k)
     # (14.5) = Σ w γ log α̂ + Σ w γ log b̂β̂ - Σ w γ log γ - Σ w log c + Σ ξ log A, each row's terms as the loops left them,
-    # by numpy's vectorised log in place and three dot products
-    flat = wg.reshape(-1)
-    def wlog(v): return flat @ np.log(v, out=v).reshape(-1)
+    # by numpy's vectorised log in place (α̂, b̂β̂, γ at once: slices of one array) and one product with w·γ
+    three = scratch['arrays'][:3, :n]
+    la, lv, lg = np.log(three, out=three).reshape(3, -1) @ wg.reshape(-1)
     if log_A0 is None: log_A0 = _log0(transmat)
-    neg_h = wlog(alpha) + wlog(vb) - wlog(gamma) - out[m + 1] + xi.reshape(-1) @ log_A0.reshape(-1)
+    neg_h = la + lv - lg - out[m + 1] + xi.reshape(-1) @ log_A0.reshape(-1)
     return out[:m], wg, out[m + 3:m + 3 + k], xi, float(neg_h), out[m]
 
 # %% ../nbs/14_hmm.ipynb #a1679b70
