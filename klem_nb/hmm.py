@@ -347,19 +347,20 @@ _UNROLL_MIN_ROWS = 4_096   # ...for chunks of at least this many rows, which rep
 
 def _unroll(k:int, n:int)->bool: return k <= _UNROLL_K and n >= _UNROLL_MIN_ROWS
 
-def _fb_loops(log_B, vb, shift, starts, w, pi, A, alpha, rc, gamma, wgamma, out, backward):
-    """(14.4) one sequence at a time in plain loops, with every sum of the E-step in the backward loop. In: log b (n, k)
+def _fb_loops(log_B, vb, shift, starts, w, pi, A, alpha, rc, gamma, wgamma, wu, out, backward):
+    """(14.4) one sequence at a time in plain loops, with the E-step's sums in the backward loop. In: log b (n, k)
     of a chunk's rows, b̂ = exp(log b - shift) in `vb`, each row's shift (n,), sequence starts (m + 1,), weights (m,),
     π (an array, or a tuple: then k is a compile-time constant), A. Out, per row: w·γ (n, k); the arguments of the
-    three logarithms of (14.5), clamped to tiny and 1 where a row has no such term: α̂ in `alpha`, b̂ β̂ in `vb`, γ in
-    `gamma`; in `out` (m + 3 + k + k²,): log p(x) of each sequence, Σ w γ log b, Σ w Σ_t>1 log c_t, a status (1: an
-    observation impossible in every state, 2: a sequence impossible), Σ w γ_1 (k,) and Σ w Σ_t α̂_t ⊗ b̂_t+1 β̂_t+1 / c_t+1 (k, k), ξ's sum before the factor A.
-    `backward` False: the forward loop alone, for log p(x)."""
+    three logarithms of (14.5), clamped to 1 where a row has no such term: α̂ in `alpha` (not clamped to tiny: the
+    caller does that after its product), b̂ β̂ in `vb`, γ in `gamma` (both clamped to tiny); w b̂_t β̂_t / c_t in `wu` (0
+    at a sequence's first step), so that Σ_t α̂_t-1 ⊗ wu_t, ξ's sum before the factor A, is one matrix product; in `out`
+    (m + 3 + k,): log p(x) of each sequence, Σ w γ log b, Σ w Σ_t>1 log c_t, a status (1: an observation impossible in
+    every state, 2: a sequence impossible) and Σ w γ_1 (k,). `backward` False: the forward loop alone, for log p(x)."""
     k = len(pi)
     m = len(starts) - 1
     AT = np.ascontiguousarray(A.T)
     nxt, beta, u = np.empty(k), np.empty(k), np.empty(k)
-    start, pair = np.zeros(k), np.zeros((k, k))
+    start = np.zeros(k)
     ell_b, log_c, status = 0.0, 0.0, 0.0
     for s in range(m):
         a, b, ws = starts[s], starts[s + 1], w[s]
@@ -408,23 +409,20 @@ def _fb_loops(log_B, vb, shift, starts, w, pi, A, alpha, rc, gamma, wgamma, out,
                 u[j] = ub * r
             ell_b += ws * e
             if t > a:
-                for i in range(k):                              # Σ α̂_t-1 ⊗ u, row by row
-                    ai = ws * alpha[t - 1, i]
-                    for j in range(k): pair[i, j] += ai * u[j]
+                for j in range(k): wu[t, j] = ws * u[j]
                 for i in range(k): beta[i] = 0.0
                 for j in range(k):                              # β̂_t-1 = A u, one column of A at a time
                     uj = u[j]
                     for i in range(k): beta[i] += AT[j, i] * uj
-            for j in range(k): alpha[t, j] = max(alpha[t, j], _TINY)   # α̂_t is not needed any more
         for j in range(k):                                      # the rows' terms that (14.5) leaves out: log 1 = 0
+            wu[a, j] = 0.0                                      # no pair ends at the first step
             start[j] += wgamma[a, j]
             vb[a, j] = 1.0                                      # no b̂ β̂ term at the first step
             if b - a == 1: alpha[a, j] = gamma[a, j]            # a one-step chain: Σ γ log γ alone
             else: alpha[b - 1, j] = 1.0                         # no α̂ term at the last step
             gamma[a, j], gamma[b - 1, j] = 1.0, 1.0             # -γ log γ only inside the chain
     out[m], out[m + 1], out[m + 2] = ell_b, log_c, status
-    out[m + 3:m + 3 + k] = start
-    out[m + 3 + k:] = pair.ravel()
+    out[m + 3:] = start
 
 def _shift_loops(log_B, shift, out):
     "Each row's largest entry into `shift` (n,) and log b minus it into `out` (n, k)."
@@ -435,9 +433,10 @@ def _shift_loops(log_B, shift, out):
         shift[t] = mx
         for j in range(k): out[t, j] = log_B[t, j] - mx
 
-def _gather_loops(x, log_tab, top, bhat, log_B, shift, vb):
-    "Row t of log b, its largest entry and b̂ into `log_B`, `shift`, `vb` from the (n_symbols, k) tables of symbol x_t: no log or exp per row."
-    n, k = log_B.shape
+def _gather_loops(x, log_tab, top, bhat, log_B, shift, vb, pi):
+    """Row t of log b, its largest entry and b̂ into `log_B`, `shift`, `vb` from the (n_symbols, k) tables of symbol x_t:
+    no log or exp per row; `pi` gives k (a tuple: unrolled, as in `_fb_loops`)."""
+    n, k = len(x), len(pi)
     for t in range(n):
         s = x[t]
         shift[t] = top[s]
@@ -496,11 +495,11 @@ def _compiled()->dict|None:
     return None if 'none' in _COMPILED else _COMPILED
 
 def _work(scratch:dict, n:int, k:int)->tuple:
-    """The compiled E-step's work arrays for n rows: α̂, b̂, γ, w·γ, log b (n, k), 1/c and the shifts (n,); views of
-    arrays kept in `scratch` (as large as the largest chunk) from one call to the next. The first three are slices of
-    one (5, rows, k) array, so that the entropy's logarithms are one numpy call."""
+    """The compiled E-step's work arrays for n rows: α̂, b̂, γ, w·γ, log b, w·u (n, k), 1/c and the shifts (n,); views
+    of arrays kept in `scratch` (as large as the largest chunk) from one call to the next. The first three are slices
+    of one (6, rows, k) array, so that the entropy's logarithms are one numpy call."""
     if scratch.get('k') != k or scratch['rows'] < n:
-        scratch.update(k=k, rows=n, arrays=np.empty((5, n, k)), rc=np.empty(n), shift=np.empty(n))
+        scratch.update(k=k, rows=n, arrays=np.empty((6, n, k)), rc=np.empty(n), shift=np.empty(n))
     return tuple(scratch['arrays'][:, :n]) + (scratch['rc'][:n], scratch['shift'][:n])
 
 def _fb_compiled(kern:dict, log_B, starts, w, startprob, transmat, scratch:dict|None=None, backward:bool=True,
@@ -513,26 +512,27 @@ def _fb_compiled(kern:dict, log_B, starts, w, startprob, transmat, scratch:dict|
     m = len(starts) - 1
     starts = np.ascontiguousarray(starts, np.int64)
     scratch = {} if scratch is None else scratch
-    alpha, vb, gamma, wg, _, rc, shift = _work(scratch, n, k)
-    out = np.empty(m + 3 + k + k * k)
+    alpha, vb, gamma, wg, _, wu, rc, shift = _work(scratch, n, k)
+    out = np.empty(m + 3 + k)
     log_B = np.ascontiguousarray(log_B, float)
     if not scaled:
         kern['shift'](log_B, shift, vb)                         # each step's emissions scaled by their largest, as in numpy
         np.exp(vb, out=vb)                                      # b̂, by numpy's vectorised exp
     pi = np.ascontiguousarray(startprob, float)
     kern['fb'](log_B, vb, shift, starts, np.ascontiguousarray(w, float), tuple(pi) if _unroll(k, n) else pi,
-               np.ascontiguousarray(transmat, float), alpha, rc, gamma, wg, out, backward)
+               np.ascontiguousarray(transmat, float), alpha, rc, gamma, wg, wu, out, backward)
     if out[m + 2] == 1: raise ValueError("an observation has probability 0 under every state")
     if out[m + 2] == 2: raise ValueError("a sequence has probability 0 under the current parameters (check zeros in startprob_/transmat_)")
     if not backward: return out[:m], None, None, None, None, None
-    xi = transmat * out[m + 3 + k:].reshape(k, k)
+    xi = transmat * (alpha[:-1].T @ wu[1:])                    # Σ w ξ_t: one product instead of k² updates a step
+    np.maximum(alpha, _TINY, out=alpha)                         # log α̂ finite where α̂ = 0 (and γ = 0)
     # (14.5) = Σ w γ log α̂ + Σ w γ log b̂β̂ - Σ w γ log γ - Σ w log c + Σ ξ log A, each row's terms as the loops left them,
     # by numpy's vectorised log in place (α̂, b̂β̂, γ at once: slices of one array) and one product with w·γ
     three = scratch['arrays'][:3, :n]
     la, lv, lg = np.log(three, out=three).reshape(3, -1) @ wg.reshape(-1)
     if log_A0 is None: log_A0 = _log0(transmat)
     neg_h = la + lv - lg - out[m + 1] + xi.reshape(-1) @ log_A0.reshape(-1)
-    return out[:m], wg, out[m + 3:m + 3 + k], xi, float(neg_h), out[m]
+    return out[:m], wg, out[m + 3:], xi, float(neg_h), out[m]
 
 # %% ../nbs/14_hmm.ipynb #a1679b70
 def _normalize(a:np.ndarray, axis=None)->np.ndarray:
@@ -1099,8 +1099,9 @@ class CategoricalHMM(BaseHMM):
 
     def _compiled_emissions(self, kern, th, X, consts, scratch):
         log_e, top, bhat = self._symbol_tables(th['emissionprob'])
-        _, vb, _, _, log_B, _, shift = _work(scratch, len(X), log_e.shape[1])
-        kern['gather'](consts['symbols'], log_e, top, bhat, log_B, shift, vb)
+        _, vb, _, _, log_B, _, _, shift = _work(scratch, len(X), log_e.shape[1])
+        pi = th['startprob']
+        kern['gather'](consts['symbols'], log_e, top, bhat, log_B, shift, vb, tuple(pi) if _unroll(len(pi), len(X)) else pi)
         return log_B
 
     def _emission_stats(self, th, X, wg, consts=None):
