@@ -244,6 +244,7 @@ def main(argv=None):
     ap.add_argument('--types', nargs='+', default=['full', 'diag', 'tied', 'spherical'])
     ap.add_argument('--quick', action='store_true', help='only the two smallest shapes, for a smoke test')
     ap.add_argument('--no-mean-mixtures', action='store_true', help='skip the Bernoulli and Poisson mixtures')
+    ap.add_argument('--only-mean-mixtures', action='store_true', help='only the Bernoulli and Poisson mixtures')
     ap.add_argument('--json', default=str(Path(__file__).parent/'results'/'latest.json'))
     ap.add_argument('--float32', action='store_true',
                     help='only the float32 table: klem_nb float32 vs float64 (and scikit-learn float32), full and diag')
@@ -262,16 +263,16 @@ def main(argv=None):
         out.write_text(json.dumps(dict(iters=a.iters, repeat=a.repeat, rows=rows), indent=1))
         print(f'wrote {out}; load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}')
         return
-    shapes = SHAPES[:2] if a.quick else SHAPES
+    shapes = [] if a.only_mean_mixtures else SHAPES[:2] if a.quick else SHAPES
     gemm, gbs, exps = gemm_gflops(), memory_gbs(), exp_per_second()
-    rows = []
+    rows, summary = [], {}
     print(f'numpy float64 GEMM: {gemm:.1f} GFLOP/s; memory read: {gbs:.1f} GB/s; exp: {exps / 1e6:.0f} M/s; '
           f'{a.iters} iterations per fit, best of {a.repeat}')
-    head = (f"{'n':>9} {'d':>3} {'k':>3} {'type':>9} | {'sklearn s/it':>12} {'klem s/it':>10} {'ratio':>6} "
+    if shapes: head = (f"{'n':>9} {'d':>3} {'k':>3} {'type':>9} | {'sklearn s/it':>12} {'klem s/it':>10} {'ratio':>6} "
             f"{'ratio*':>6} | {'roof s/it':>9} {'x roof':>6} | {'GFLOP/s':>7} {'%GEMM':>6} | {'MB sk':>7} {'MB klem':>7} "
             f"| {'lb rel diff':>11}")
-    print(head)
-    print('-' * len(head))
+    if shapes: print(head)
+    if shapes: print('-' * len(head))
     for n, d, k in shapes:
         for cov_type in a.types:
             X, init = make_problem(n, d, k, cov_type)
@@ -296,12 +297,12 @@ def main(argv=None):
                   f"{row['klem_peak_mb']:7.1f} | {row['lower_bound_rel_diff']:11.2e}", flush=True)
     geo = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs))
     fd = [r for r in rows if r['covariance_type'] in ('full', 'diag')] or rows
-    summary = dict(gemm_gflops=gemm, memory_gbs=gbs, exp_per_s=exps,
+    if rows: summary = dict(gemm_gflops=gemm, memory_gbs=gbs, exp_per_s=exps,
                    max_klem_over_roofline=max(r['klem_over_roofline'] for r in rows), geomean_ratio_full_diag=geo([r['ratio'] for r in fd]),
                    min_ratio_full_diag=min(r['ratio'] for r in fd),
                    geomean_ratio_vs_best_sklearn_full_diag=geo([r['ratio_vs_best_sklearn'] for r in fd]),
                    geomean_ratio_all=geo([r['ratio'] for r in rows]))
-    print("ratio = sklearn / klem_nb seconds per iteration; ratio* = against sklearn with scipy's BLAS at one thread; "
+    if rows: print("ratio = sklearn / klem_nb seconds per iteration; ratio* = against sklearn with scipy's BLAS at one thread; "
           "roof = the iteration's lower bound from the machine figures above, x roof = klem_nb's time over it")
     mean_rows = []
     if not a.no_mean_mixtures:
@@ -321,6 +322,7 @@ def main(argv=None):
         summary['min_ratio_mean_mixtures'] = min(r['ratio'] for r in mean_rows)
     print(json.dumps(summary, indent=1))
     out = Path(a.json)
+    if a.only_mean_mixtures and a.json == ap.get_default('json'): out = out.with_name('mean_mixtures.json')   # keep latest.json whole
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(machine=dict(python=sys.version.split()[0], platform=platform.platform(),
                                                 blas=[{k: i.get(k) for k in ('filepath', 'version', 'architecture',

@@ -605,6 +605,10 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         "log p(x_i | z=j) at the current parameters, shape (n, k); a model may instead override `_estimate_weighted_log_prob`."
         raise NotImplementedError(f"{type(self).__name__} must implement _estimate_log_prob or _estimate_weighted_log_prob")
 
+    def _em_block_size(self, X)->int|None:
+        "Rows per block that `fit` hands to the E-step; None: the engine's `DEFAULT_BLOCK_SIZE` (a model that chunks its rows itself may take more)."
+        return None
+
     def _row_term(self, X)->np.ndarray|None:
         "A per-row term of log p(x_i | z) that is the same for every component, left out of `_estimate_log_prob`; None: none."
         return None
@@ -750,7 +754,7 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
             run = incremental_em if algorithm == 'incremental' else _em_loop
             extra = dict(n_blocks=self.incremental_blocks) if algorithm == 'incremental' else {}
             result = run(MixtureEMModel(self), X_fit, sample_weight, tol=self.tol, max_iter=self.max_iter,
-                         lower_bound=lower_bound, strict=False, block_size=None, callback=on_row, **extra)
+                         lower_bound=lower_bound, strict=False, block_size=self._em_block_size(X_fit), callback=on_row, **extra)
             if self.max_iter == 0:  # initialisation only: keep the last start, leave the lower bound at -inf
                 best = self._get_parameters(), result
                 continue

@@ -17,7 +17,7 @@ from numbers import Integral, Real
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .base import INIT_SAMPLE_SIZE, BaseMixture, MixtureEMModel, StartingResponsibilities, take_rows
+from .base import INIT_SAMPLE_SIZE, BaseMixture, MixtureEMModel, StartingResponsibilities, out_of_core, take_rows
 from .em import DEFAULT_BLOCK_SIZE, LatentClassModel, _add_all
 from .gaussian import MIN_CHUNK_ROWS, available_cpus, one_blas_thread, run_chunks
 
@@ -282,15 +282,26 @@ class _MeanMixture(BaseMixture):
         "(W (d, k), b (k,), dead): log p(x | z=j) = x W_j + b_j, and -inf where x dead[0] + dead[1] > 0 (None: nowhere)."
         raise NotImplementedError
 
+    def _linear_table(self)->bool:
+        "Whether (9.7) is this estimator's table: a subclass that overrides one of the table's hooks is heard instead."
+        cls = type(self)
+        own = next(c for c in cls.__mro__ if '_log_joint_terms' in c.__dict__)     # the class that wrote W and b
+        return all(getattr(cls, h) is getattr(own, h)
+                   for h in ('_estimate_log_prob', '_estimate_weighted_log_prob', '_estimate_log_weights'))
+
     def _e_step(self, X, sample_weight=None, stats=True):
         "A block's E-step in chunks of `E_STEP_ROWS` rows on every CPU (BLAS on one thread each), the `EStep`s added."
         if not isinstance(X, np.ndarray): return None       # (an array-like block: the engine's E-step)
         on_main = threading.current_thread() is threading.main_thread()
         n_threads = min(available_cpus(), len(X) // MIN_CHUNK_ROWS) if on_main else 1   # a worker thread (Dask, joblib): its own
-        model = _LinearLogJoint(self)
+        model = _LinearLogJoint(self) if self._linear_table() else MixtureEMModel(self)
         def chunk(a, b, worker):
             return LatentClassModel.e_step(model, X[a:b], None if sample_weight is None else sample_weight[a:b], stats)
         return self._chunked(chunk, len(X), E_STEP_ROWS, n_threads)
+
+    def _em_block_size(self, X):
+        "All rows of in-memory data in one block: the E-step chunks them itself, so one hand-off to the threads per pass."
+        return max(len(X), 1) if isinstance(X, np.ndarray) and not out_of_core(X) else None   # (not a memmap)
 
     def _chunked(self, fn, n, rows, n_threads):
         "Σ fn(a, b, worker) over chunks of `rows` rows, on `n_threads` threads; BLAS on one thread even in this one."

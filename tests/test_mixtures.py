@@ -627,3 +627,67 @@ def test_every_ledger_value_is_finite(family):
         led = est.trace_
         assert all(np.isfinite(led[f]).all() for f in ('log_likelihood', 'free_energy', 'kl_gap')), (seed, led)
         assert np.all(np.diff(led.free_energy) <= 1e-9 * np.abs(led.free_energy[:-1]) + 1e-12), seed
+
+
+# ---- the chunked E-step of (9.7) ----------------------------------------------------------------
+
+def _engine_e_step_in_one_piece(est, X, w=None):
+    "The engine's E-step on all of X through the estimator's general table (`_estimate_log_prob`)."
+    from klem_nb.em import LatentClassModel
+    return LatentClassModel.e_step(MixtureEMModel(est), X, w)
+
+
+def _assert_same_e_step(a, b, rtol=1e-12):
+    for f in ('weight', 'log_likelihood', 'expected_log_joint', 'neg_entropy'):
+        np.testing.assert_allclose(getattr(a, f), getattr(b, f), rtol=rtol)
+    assert sorted(a.stats) == sorted(b.stats)
+    for key in a.stats: np.testing.assert_allclose(a.stats[key], b.stats[key], rtol=rtol, atol=1e-300)
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+@pytest.mark.parametrize('dtype', [np.float64, np.float32])
+def test_chunked_e_step_is_the_engine_e_step(family, dtype):
+    "W X + b in chunks on every CPU (weights, boundary means, several chunks) = the engine's E-step in one piece."
+    from klem_nb import discrete
+    X, _, _ = mixture_data(family, 3, n=3 * discrete.E_STEP_ROWS + 17, k=3, d=5)
+    est = EST[family](3, random_state=0, max_iter=3).fit(X)
+    means = est.means_.copy()
+    means[0, 0] = 0.0                                             # rows with x_0 > 0 impossible under component 0
+    if family == 'bernoulli': means[1, 1] = 1.0                   # rows with x_1 = 0 impossible under component 1
+    est.means_ = means
+    w = np.random.default_rng(0).uniform(0.1, 2.0, len(X))
+    Xd = X.astype(dtype)
+    lj = est._estimate_weighted_log_prob(Xd)
+    assert np.isinf(lj).any() and np.isfinite(lj.max(1)).all()
+    adapter = MixtureEMModel(est)
+    for weights in (None, w):
+        _assert_same_e_step(adapter.e_step(Xd, weights), _engine_e_step_in_one_piece(est, Xd, weights))
+    # a mutation: b one nano off must be seen
+    terms = est._log_joint_terms
+    est._log_joint_terms = lambda: (lambda W, b, dead: (W, b + 1e-9, dead))(*terms())
+    with pytest.raises(AssertionError): _assert_same_e_step(adapter.e_step(Xd), _engine_e_step_in_one_piece(est, Xd))
+
+
+def test_a_subclass_table_is_heard_by_the_e_step():
+    "A subclass that overrides `_estimate_log_prob` gets its own table in `fit`, not (9.7)."
+    calls = []
+    class Tempered(PoissonMixture):
+        def _estimate_log_prob(self, X):
+            calls.append(len(X))
+            return 0.5 * super()._estimate_log_prob(X)
+    X, _, _ = mixture_data('poisson', 2, n=5000, k=2, d=3)
+    kw = dict(random_state=0, max_iter=4, tol=0)
+    a, b = Tempered(2, **kw).fit(X), PoissonMixture(2, **kw).fit(X)
+    assert sum(calls) >= 5 * len(X)                               # four E-steps and the final one
+    assert not np.allclose(a.lower_bounds_, b.lower_bounds_)
+    assert BernoulliMixture()._linear_table() and PoissonMixture()._linear_table() and not Tempered()._linear_table()
+
+
+def test_check_binary_fast_path_still_refuses():
+    "One scan accepts 0/1 (and -0.0); anything else goes on to the detailed checks and their messages."
+    check_binary(np.array([[0., 1.], [-0., 1.]]))
+    for bad, words in ((0.5, 'binary'), (2.0, 'binary'), (-1.0, 'Negative')):
+        X = np.zeros((4, 3)); X[2, 1] = bad
+        with pytest.raises(ValueError, match=words): check_binary(X)
+    X = np.ones((3, 2)); X[1, 0] = np.nan                          # NaN (nan_policy='marginalize') passes the check
+    check_binary(X)
