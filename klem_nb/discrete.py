@@ -304,8 +304,10 @@ class _MeanMixture(BaseMixture):
         return max(len(X), 1) if isinstance(X, np.ndarray) and not out_of_core(X) else None   # (not a memmap)
 
     def _chunked(self, fn, n, rows, n_threads):
-        "Σ fn(a, b, worker) over chunks of `rows` rows, on `n_threads` threads; BLAS on one thread even in this one."
+        "Σ fn(a, b, worker) over chunks of `rows` rows, on `n_threads` threads; BLAS on one thread in the main thread too."
         if n_threads > 1: return _add_all(*run_chunks(fn, n, rows, n_threads))
+        if threading.current_thread() is not threading.main_thread():   # a Dask or joblib worker: its caller sets BLAS
+            return _add_all(*run_chunks(fn, n, rows))
         with one_blas_thread(): return _add_all(*run_chunks(fn, n, rows))   # (BLAS's own threads spin on after a call)
 
     def _start_stats(self, X, resp, sample_weight, stats_of):
