@@ -180,10 +180,10 @@ def check_counts(
                          f"at {_first_bad(frac, first_row)}")
 
 # %% ../nbs/12_discrete.ipynb #5e73a0bc
-E_STEP_ROWS = 2048   # rows per chunk of a mean mixture's E-step: a chunk of X stays in cache for both of its products
+E_STEP_ROWS = 4096   # rows per chunk of a mean mixture's E-step: a chunk of X stays in cache for both of its products
 
 class _LinearLogJoint(MixtureEMModel):
-    "A mean mixture for one E-step: its table log π_j p(x | z=j) = x W_j + b_j by one product, W and b made once per θ."
+    "A mean mixture for one E-step: its table log π_j + log p(x | z=j) = x W_j + b_j + log π_j by one product, W and b made once per θ."
     def __init__(self, estimator):
         super().__init__(estimator)
         W, b, dead = estimator._log_joint_terms()
@@ -193,7 +193,7 @@ class _LinearLogJoint(MixtureEMModel):
         self.holes = estimator.nan_policy != 'raise'     # NaN may be missing values: such chunks take the general table
 
     def log_joint(self, X):
-        "X W + b, shape (n, k), -inf in the entries that a boundary mean makes impossible."
+        "X W + b + log π, shape (n, k), -inf in the entries that a boundary mean makes impossible."
         X = np.asarray(X, dtype=np.float64)
         if self.holes and np.isnan(X).any(): return self.estimator._estimate_weighted_log_prob(X)
         out = X @ self.W
