@@ -311,8 +311,8 @@ class _MeanMixture(BaseMixture):
         with one_blas_thread(): return _add_all(*run_chunks(fn, n, rows))   # (BLAS's own threads spin on after a call)
 
     def _start_stats(self, X, resp, sample_weight, stats_of):
-        "The statistics of q_0 in chunks on every CPU, unless its blocks must come in order (the 'random' start's stream)."
-        if (resp.state is not None or not isinstance(X, np.ndarray)
+        "The statistics of q_0 in chunks on every CPU, unless its random rows depend on the blocks (a stream, or a seed per block)."
+        if (resp.state is not None or resp.seed is not None or not isinstance(X, np.ndarray)
                 or threading.current_thread() is not threading.main_thread()):
             return super()._start_stats(X, resp, sample_weight, stats_of)
         def chunk(a, b, worker):
