@@ -881,7 +881,7 @@ class GaussianKernels:
             else:
                 wc = sample_weight[a:b]
                 sums = np.array([wc.sum(), wc @ log_norm, wc @ cross, wc @ neg_h])
-                if stats: resp *= wc[:, None]
+                if stats: resp *= wc.astype(resp.dtype)[:, None]   # float32 rows: no float64 pass over the table
             if not stats: return sums, None
             return sums, (resp.sum(0, dtype=np.float64),) + tuple(self._stats_chunk(Xc, resp, w, st, phi))
         parts = run_chunks(chunk, len(X), self.rows, self.n_threads)
@@ -898,7 +898,7 @@ class GaussianKernels:
         if sample_weight is None: W, ll, ell, nh = float(len(X)), _sum64(log_norm), _sum64(cross), _sum64(neg_h)
         else:
             W, ll, ell, nh = float(sample_weight.sum()), sample_weight @ log_norm, sample_weight @ cross, sample_weight @ neg_h
-            if stats: resp *= sample_weight[:, None]
+            if stats: resp *= sample_weight.astype(resp.dtype)[:, None]
         return EStep(W, float(ll), float(ell), float(nh), self.stats(X, resp) if stats else None)
 
     def parameters(self,
