@@ -365,7 +365,8 @@ class _ScaleType(CovarianceType):
     def precisions(self, U): return U**2
     def check_precisions(self, P, d):
         if (P <= 0).any(): raise ValueError(f"'{self.name} precision' should be positive")
-    def parallel(self, kern)->bool: return True        # element-wise passes, not products, set the pace: both cores pay
+    def parallel(self, kern)->bool:                     # element-wise passes set the pace; with d >= 16 they are long enough
+        return kern.d >= BY_ROWS_MIN_D or kern.flops_per_row >= PARALLEL_FLOPS_PER_ROW   # that two threads rarely wait
     def direct(self, kern, diff, j): return diff * kern.precisions_chol[j]
     def trace(self, S, U): return (S * U**2).sum()
     def sample(self, rng, mean, covariances, j, n):
@@ -764,19 +765,20 @@ class GaussianKernels:
         "The feature table Φ of a chunk (diag, spherical) in scratch: the fit's kept rows copied when X lies in the fit's array, else made."
         kept = None if self.features is None else self.features.rows_of(X)
         if kept is None: return self.kind.features(self, X, w)
-        phi = self.scratch.get('phi', kept.shape, w, self.dtype)
+        (m, width), c_order = kept.shape, kept.flags.c_contiguous   # the layout `features` makes (see `_centred`)
+        phi = self.scratch.get('phi', (m, width), w, self.dtype) if c_order else self.scratch.get('phi', (width, m), w, self.dtype).T
         np.copyto(phi, kept)                             # one streaming copy: BLAS reads a cold Φ at half its speed
         return phi
 
     def feature_table(self,
         X:np.ndarray, # a fit's rows, shape (n, d)
-    )->np.ndarray|None: # Φ of every row in the kernels' dtype, C-ordered (n, width); None for full and tied (Φ depends on θ)
+    )->np.ndarray|None: # Φ of every row in the kernels' dtype and chunk layout, (n, width); None for full and tied (Φ depends on θ)
         "Diag's [x̃, x̃²] (spherical's [x̃, |x̃|²]) at these kernels' centre, for a fit to keep: then no E-step forms it again."
         if not self.kind.fit_features: return None
         out = None
         for a, b in _chunks(len(X), self.rows):
             phi = self.kind.features(self, X[a:b], 0)
-            if out is None: out = np.empty((len(X), phi.shape[1]), self.dtype)
+            if out is None: out = np.empty((len(X), phi.shape[1]), self.dtype, order='C' if phi.flags.c_contiguous else 'F')
             out[a:b] = phi
         return out
 
