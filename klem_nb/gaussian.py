@@ -8,7 +8,7 @@ __all__ = ['COVARIANCE_TYPES', 'CHUNK_BYTES', 'MIN_CHUNK_ROWS', 'PARALLEL_FLOPS_
            'full_covariances', 'estimate_gaussian_parameters', 'gaussian_stats', 'gaussian_parameters_from_stats',
            'check_gaussian_parameters', 'Scratch', 'available_cpus', 'one_blas_thread', 'run_chunks', 'CovarianceType',
            'FullCovariance', 'TiedCovariance', 'DiagCovariance', 'SphericalCovariance', 'precision_cholesky',
-           'GaussianKernels', 'missing_groups', 'MissingRows', 'ObservedRows', 'observed_e_step']
+           'GaussianKernels', 'missing_groups', 'Holes', 'MissingRows', 'ObservedRows', 'observed_e_step']
 
 # %% ../nbs/07_gaussian.ipynb #204886a9
 import numpy as np
@@ -679,7 +679,6 @@ def precision_cholesky(
     return COVARIANCE[covariance_type].precision_cholesky(covariances)
 
 # %% ../nbs/07_gaussian.ipynb #2ae203f8
-import functools
 from .e_step import posterior
 from .em import EStep, _dot_rows, _sum64
 
@@ -939,6 +938,52 @@ def missing_groups(
         groups.append((rows, start[rows][:, None] + np.arange(m)))
     return groups
 
+class Holes:
+    "Where a block's rows miss values, and the block with its holes filled: what (7.22)-(7.23) need that θ does not change."
+    def __init__(self,
+        X:np.ndarray, # rows, NaN where missing, none entirely missing, shape (n, d)
+        fill:np.ndarray, # y's value in each column's holes, exact in X's dtype, shape (d,)
+        solves:bool=True, # also the layout of the small solves (full, tied); False: the hole mask as numbers (diag, spherical)
+    ):
+        n, d = X.shape
+        self.d, self.mask = d, np.isnan(X)
+        self.rows, self.cols = np.divmod(np.flatnonzero(self.mask), d)   # the holes, row by row
+        self.n_missing = np.bincount(self.rows, minlength=n)
+        self.fill = np.asarray(fill, dtype=np.float64)
+        self.filled = np.array(X)                                  # y: x with each hole at `fill`
+        self.filled[self.rows, self.cols] = self.fill[self.cols]
+        if solves: self._layout()
+        else: self.gone = self.mask.astype(np.float64)
+
+    @property
+    def nbytes(self)->int:
+        "Bytes held (what a fit's `_BlockCache` counts against its budget)."
+        arrays = [v for v in vars(self).values() if isinstance(v, np.ndarray)]
+        arrays += [a for g in getattr(self, 'groups', []) for a in g if isinstance(a, np.ndarray)]
+        return sum(a.nbytes for a in arrays)
+
+    def _layout(self):
+        "Holes by count, then by position in the row, then by row; each count's gather indices into (d, d); and by column."
+        d, groups = self.d, missing_groups(self.n_missing)
+        order = np.concatenate([H.T.ravel() for _, H in groups]) if groups else np.zeros(0, np.intp)
+        self.rows, self.cols = rows, cols = self.rows[order], self.cols[order]
+        self.with_holes = np.concatenate([R for R, _ in groups]) if groups else np.zeros(0, np.intp)   # rows by count
+        self.groups, at, r = [], 0, 0
+        for R, H in groups:
+            n_m, m = H.shape
+            part, these = slice(at, at + m * n_m), slice(r, r + n_m)   # the count's holes; its rows in `with_holes`
+            at, r = at + m * n_m, r + n_m
+            c = cols[part].reshape(m, n_m)                         # ascending down each column of c
+            self.groups.append((these, part, c[:, None] * d + c[None]))   # entry (c_a, c_b) of a (d, d) array, (m, m, n_m)
+        self.by_col = np.argsort(cols.astype(np.int16), kind='stable')   # the holes column by column
+        per_col = np.bincount(cols, minlength=d)
+        self.ends, self.present = np.cumsum(per_col), np.flatnonzero(per_col)
+        self.starts = (self.ends - per_col)[self.present]         # where each column that has holes begins
+        self.back = np.empty_like(self.by_col)
+        self.back[self.by_col] = np.arange(len(self.back))
+        yc = np.subtract(self.filled, self.fill)[rows[self.by_col]]   # y - f of each hole's row, (t, d)
+        self.yc = np.ascontiguousarray(yc.T)                       # (d, t): each column's holes contiguous
+
 # %% ../nbs/07_gaussian.ipynb #fea1b3af
 class MissingRows:
     "Rows, some with NaN, at one Gaussian θ: observed-marginal log joint (M.1) by (7.22), completions and conditional covariances (M.3), q's entropy (M.2)."
@@ -949,16 +994,15 @@ class MissingRows:
         means:np.ndarray, # means μ, shape (k, d)
         precisions_chol:np.ndarray, # precision Cholesky factors U of the type's shape (P = U Uᵀ)
         kern:GaussianKernels|None=None, # kernels at this θ (a fit's, with its frames and threads); None: made here
+        holes:Holes|None=None, # X's `Holes` (a fit keeps them from one iteration to the next); None: filled at the kernels' centre
     ):
         if kern is None: kern = GaussianKernels(covariance_type, weights, means, precisions_chol)
         self.kern, self.kind, self.covariance_type = kern, kern.kind, kern.covariance_type
         self.k, self.d = kern.k, kern.d
-        self.mask = np.isnan(X)
-        self.rows, self.cols = np.divmod(np.flatnonzero(self.mask), self.d)   # the holes, row by row
-        self.n_missing = np.bincount(self.rows, minlength=len(X))
-        self.centre = kern.centre.astype(np.float64)          # c, exact in the kernels' dtype
-        self.filled = np.array(X)                             # y: x with each hole at c
-        self.filled[self.rows, self.cols] = self.centre[self.cols]
+        if holes is None: holes = Holes(X, kern._for(X).centre, self.kind.solves)   # c: y - c is exactly 0 on the holes
+        self.holes, self.rows, self.cols, self.n_missing = holes, holes.rows, holes.cols, holes.n_missing
+        self.filled, self.fill = holes.filled, holes.fill     # y, and its value f on the holes
+        self.mu = kern.means - self.fill                      # the means from f, (k, d)
         self.log_joint = np.asarray(kern.log_joint(self.filled), dtype=np.float64)   # log π_j N(y | μ_j, Σ_j), (n, k)
         self.kind.missing_table(self)                         # corrected on the holes by (7.22): the observed marginals
 
@@ -973,9 +1017,9 @@ class MissingRows:
     )->np.ndarray: # Σ_j q_ij x̂_ij: E[x | x_o] under the mixture, shape (n, d)
         "The rows with each missing coordinate replaced by its conditional mean under the mixture."
         v = getattr(self, 'values', None)                     # v_ij = y_i - x̂_ij on the holes, (k, holes)
-        if v is None: v = -self.kern.mu[:, self.cols]         # diag, spherical: x̂ = μ_j on the holes
+        if v is None: v = -self.mu[:, self.cols]              # diag, spherical: x̂ = μ_j on the holes
         out = self.filled.astype(np.float64)
-        out[self.rows, self.cols] = self.centre[self.cols] - np.einsum('jt,tj->t', v, resp[self.rows])
+        out[self.rows, self.cols] = self.fill[self.cols] - np.einsum('jt,tj->t', v, resp[self.rows])
         return out
 
     def stats(self,
@@ -986,7 +1030,7 @@ class MissingRows:
         kern = self.kern
         if frames is not kern.frames and not np.array_equal(frames, kern.frames):
             kern = GaussianKernels(kern.covariance_type, kern.weights, kern.means, kern.precisions_chol, frames=frames)
-        return self.kind.missing_stats(self, wresp, frames - self.centre, kern.stats(self.filled, wresp))
+        return self.kind.missing_stats(self, wresp, frames - self.fill, kern.stats(self.filled, wresp))
 
 # %% ../nbs/07_gaussian.ipynb #2a799e6f
 def _is_spd(A)->bool:
@@ -1060,106 +1104,101 @@ def _cholesky_planes(A, what):
 
 # %% ../nbs/07_gaussian.ipynb #19df7b75
 def _hole_gradient(rows, P, MP):
-    "(P_j (y - μ_j))_c = P_j[c]·(y - c) - P_j[c]·(μ_j - c), one product per column over the rows that miss it."
-    d = rows.d
-    rows.by_col = np.argsort(rows.cols.astype(np.int16), kind='stable')   # the holes column by column
-    rows.ends = np.cumsum(np.bincount(rows.cols, minlength=d))
-    rows.yc = np.subtract(rows.filled.T, rows.centre[:, None])[:, rows.rows[rows.by_col]]   # y - c of each hole's row, (d, t)
-    g = np.empty((rows.k, len(rows.cols)))                     # by column, then put back in the holes' order
+    "(P_j (y - μ_j))_c = P_j[c]·(y - f) - P_j[c]·(μ_j - f) on each hole: one product per column over the rows that miss it."
+    h = rows.holes
+    G = np.empty((len(P), len(h.cols)))                        # by column (tied: one row for all components)
     a = 0
-    for c, b in enumerate(rows.ends):
-        if b > a: np.subtract(P[:, c] @ rows.yc[:, a:b], MP[:, c, None], out=g[:, a:b])
+    for c, b in enumerate(h.ends):
+        if b > a: np.matmul(P[:, c], h.yc[:, a:b], out=G[:, a:b])
         a = b
-    back = np.empty_like(rows.by_col)
-    back[rows.by_col] = np.arange(len(back))
-    return g[:, back]
+    return np.subtract(np.take(G, h.back, axis=1), np.take(MP, h.cols, axis=1))   # back in the holes' order, (k, t)
 
-def _hole_cross(rows, W, f):
-    "Σ_t W_tj on each column c, and B_j[:, c] = Σ_t W_tj (y_i - F_j) over the holes t in column c."
-    k, d = rows.k, rows.d
-    W = W[:, rows.by_col]
-    sw, B = np.zeros((k, d)), np.zeros((k, d, d))
+def _hole_cross(rows, W, f, fold):
+    "Σ_t W_tj on each column c, and B_j[:, c] = Σ_t W_tj (y_i - F_j) over the holes t in column c; `fold`: Σ_j B_j."
+    h, k, d = rows.holes, rows.k, rows.d
+    Wc, sw = np.take(W, h.by_col, axis=1), np.zeros((k, d))    # the holes column by column
+    if not len(h.cols): return sw, np.zeros((d, d) if fold else (k, d, d))
+    sw[:, h.present] = np.add.reduceat(Wc, h.starts, axis=1)
+    if fold:                                                   # tied: Σ_j W_tj first, one product for all components
+        B = np.zeros((d, d))
+        B[:, h.present] = np.add.reduceat(h.yc * Wc.sum(axis=0), h.starts, axis=1)
+        return sw, B - f.T @ sw
+    B = np.zeros((k, d, d))
     a = 0
-    for c, b in enumerate(rows.ends):
-        if b > a:
-            sw[:, c] = W[:, a:b].sum(axis=1)
-            B[:, :, c] = W[:, a:b] @ rows.yc[:, a:b].T - f * sw[:, c, None]
+    for c, b in enumerate(h.ends):
+        if b > a: B[:, :, c] = Wc[:, a:b] @ h.yc[:, a:b].T
         a = b
-    return sw, B
-
-@functools.lru_cache
-def _upper(m:int)->tuple: return np.triu_indices(m)   # an m x m upper triangle's (rows, cols), made once
+    return sw, B - f[:, :, None] * sw[:, None, :]
 
 def _matrix_missing_table(self, rows):
     "(7.22) for full and tied: g = P_j(y - μ_j) on each hole, then per count m the small solve with P_mm, entry by entry."
-    kern, k = rows.kern, rows.k
+    kern, k, d, h = rows.kern, rows.k, rows.d, rows.holes
     P = self._stack(self.precisions(kern.precisions_chol))        # (k, d, d); tied: (1, d, d)
-    MP = (kern.mu[:, None, :] @ P)[:, 0]                         # (μ_j - c) P_j, (k, d)
-    groups = missing_groups(rows.n_missing)
-    order = np.concatenate([H.T.ravel() for _, H in groups]) if groups else np.zeros(0, np.intp)
-    rows.rows, rows.cols = rows.rows[order], rows.cols[order]    # holes by count, then by position in the row, then row
-    g = _hole_gradient(rows, P, MP)                          # g_j = P_j (y - μ_j) on each hole, (k, t)
-    rows.n_precisions, rows.groups, rows.cond_cov = len(P), [], []
+    MP = (rows.mu[:, None, :] @ P)[:, 0]                         # (μ_j - f) P_j, (k, d)
+    g = _hole_gradient(rows, P, MP)                              # g_j = P_j (y - μ_j) on each hole, (k, t)
+    rows.n_precisions, rows.cond_cov = len(P), []
     rows.values = np.empty_like(g)                               # v = P_mm⁻¹ g = y_m - E[x_m | x_o, j], (k, t)
-    lj, ldA = rows.log_joint.T, np.zeros((k, len(rows.filled)))    # component-major views of the (n, k) tables
-    rows.log_det_A, at = ldA.T, 0
-    for R, H in groups:
-        n_m, m = H.shape
-        part = slice(at, at + m * n_m)
-        at += m * n_m
-        cols = rows.cols[part].reshape(m, n_m)
-        C, ld = _inverse_planes(np.moveaxis(P[:, cols[:, None], cols[None]], 0, 2), self._what)   # (m, m, k or 1, n_m)
+    n_h, kP, flat = len(h.with_holes), len(P), P.reshape(len(P), d * d)
+    corr, ldA = np.empty((k, n_h)), np.empty((kP, n_h))         # the rows with holes, by count: each count a slice
+    for these, part, at in h.groups:                             # at: where each entry of P_mm sits in P, (m, m, n_m)
+        m, n_m = len(at), at.shape[-1]
+        if kP == 1: A = np.take(flat[0], at)                     # tied: one P_mm per row, (m, m, n_m)
+        else: A = np.moveaxis(np.take(flat, at, axis=1), 0, 2)   # (m, m, k, n_m)
+        C, ldA[:, these] = _inverse_planes(A, self._what)
         gm, v = g[:, part].reshape(k, m, n_m), rows.values[:, part].reshape(k, m, n_m)
-        if len(P) == 1: np.einsum('abn,kbn->kan', C[:, :, 0], gm, out=v)
-        else: np.einsum('abkn,kbn->kan', C, gm, out=v)
-        lj[:, R] += 0.5 * (m * _LOG_2PI - ld + np.einsum('kan,kan->kn', gm, v))   # + ½ gᵀ P_mm⁻¹ g
-        ldA[:, R] = ld
-        rows.groups.append((R, part, cols))
+        np.einsum('abn,kbn->kan' if kP == 1 else 'abkn,kbn->kan', C, gm, out=v)
+        q = np.einsum('kan,kan->kn', gm, v, out=corr[:, these])  # gᵀ P_mm⁻¹ g
+        q -= ldA[:, these]
+        q += m * _LOG_2PI
         rows.cond_cov.append(C)
+    n = len(rows.filled)
+    full = np.zeros((k, n))                                      # ½ (|m| log 2π - log det P_mm + gᵀ P_mm⁻¹ g) on each row
+    full[:, h.with_holes] = corr
+    full *= 0.5
+    rows.log_joint.T[...] += full
+    full = np.zeros((kP, n))
+    full[:, h.with_holes] = ldA
+    rows.log_det_A = np.broadcast_to(full.T, (n, k))             # tied: one column for all components
 
 def _matrix_missing_stats(self, rows, wresp, f, s):
     "(7.23) for full and tied: x̂ = y - v on the holes; the cross terms by column, v vᵀ + C by row and count."
-    k, d, kP = rows.k, rows.d, rows.n_precisions                 # kP: k (full) or 1 (tied: fold over components first)
-    rt = wresp.T
-    W = rt[:, rows.rows] * rows.values                           # r_ij v_tj, (k, t)
-    sw, B = _hole_cross(rows, W, f)                          # Σ r v by column; Σ_i r_ij (y_i - F_j) v_ijᵀ
-    VV = np.zeros(kP * d * d)
-    kk = np.arange(kP)[:, None] * (d * d)
-    for (R, part, cols), C in zip(rows.groups, rows.cond_cov):
-        m, n_m = cols.shape
+    k, d, kP, h = rows.k, rows.d, rows.n_precisions, rows.holes  # kP: k (full) or 1 (tied: sum over components first)
+    r = np.take(np.ascontiguousarray(wresp.T), h.with_holes, axis=1)   # r_ij of the rows with holes, by count, (k, n_h)
+    W, VV = np.empty_like(rows.values), np.zeros((kP, d * d))
+    for (these, part, at), C in zip(h.groups, rows.cond_cov):
+        m, n_m = len(at), at.shape[-1]
         rv, v = W[:, part].reshape(k, m, n_m), rows.values[:, part].reshape(k, m, n_m)
-        ia, ib = _upper(m)                                       # the upper triangle; cols ascend, so c_a <= c_b
-        if kP == 1: blk = np.einsum('kpn,kpn->pn', rv[:, ia], v[:, ib]) + rt[:, R].sum(0) * C[ia, ib, 0]
-        else: blk = np.moveaxis(rv[:, ia] * v[:, ib], 0, 1) + rt[:, R] * C[ia, ib]
-        at = kk[None] + (cols[ia] * d + cols[ib])[:, None]
-        VV += np.bincount(at.ravel(), blk.ravel(), minlength=kP * d * d)
-    VV = VV.reshape(kP, d, d)
-    VV = VV + VV.transpose(0, 2, 1)
-    VV[:, np.arange(d), np.arange(d)] *= 0.5
-    S = self.fold(-B - B.transpose(0, 2, 1))
+        np.multiply(r[:, None, these], v, out=rv)                # r_ij v_ij, (k, m, n_m)
+        if kP == 1:
+            blk = np.einsum('kan,kbn->abn', rv, v)
+            blk += r[:, these].sum(axis=0) * C
+            VV[0] += np.bincount(at.ravel(), blk.ravel(), minlength=d * d)
+        else:
+            blk = np.einsum('kan,kbn->kabn', rv, v)
+            blk += r[:, None, None, these] * np.moveaxis(C, 2, 0)
+            for j in range(k): VV[j] += np.bincount(at.ravel(), blk[j].ravel(), minlength=d * d)
+    sw, B = _hole_cross(rows, W, f, kP == 1)                     # Σ r v by column; Σ_i r_ij (y_i - F_j) v_ijᵀ
+    S = -B - np.swapaxes(B, -1, -2)
     return dict(nk=s['nk'], sum_x=s['sum_x'] - sw, sum_xx=s['sum_xx'] + S + VV.reshape(S.shape))
 
-_MatrixType.missing_table, _MatrixType.missing_stats = _matrix_missing_table, _matrix_missing_stats
-FullCovariance.fold = lambda self, S: S                    # per-component sums as the type stores them
-TiedCovariance.fold = lambda self, S: S.sum(axis=0)
+_MatrixType.missing_table, _MatrixType.missing_stats, _MatrixType.solves = _matrix_missing_table, _matrix_missing_stats, True
 
 # %% ../nbs/07_gaussian.ipynb #e3ee9228
 def _scale_missing_table(self, rows):
     "(7.22) for diag and spherical: P_mm is diagonal, so every term is a product of the hole mask with the parameters."
     kern, k, d = rows.kern, rows.k, rows.d
     p = np.broadcast_to(self.precisions(kern.precisions_chol).reshape(k, -1), (k, d))
-    mu, lp = kern.mu, np.log(p)
-    rows.gone = rows.mask.astype(np.float64)
-    t = np.vstack([0.5 * (_LOG_2PI - lp + p * mu**2), lp]) @ rows.gone.T    # (2k, n)
+    mu, lp = rows.mu, np.log(p)
+    t = np.vstack([0.5 * (_LOG_2PI - lp + p * mu**2), lp]) @ rows.holes.gone.T    # (2k, n)
     rows.log_joint.T[...] += t[:k]
     rows.log_det_A, rows.var = t[k:].T, 1.0 / p
 
 def _scale_missing_stats(self, rows, wresp, f, s):
-    "(7.23) for diag and spherical: x̂ = μ_j on the holes; (μ - F)² - (c - F)² = (μ - c)(μ + c - 2F), no cancellation."
-    nm, mu = wresp.T @ rows.gone, rows.kern.mu                   # Σ r over the rows that miss each feature, (k, d)
+    "(7.23) for diag and spherical: x̂ = μ_j on the holes; (μ - F)² - (f - F)² = (μ - f)(μ + f - 2F), no cancellation."
+    nm, mu = wresp.T @ rows.holes.gone, rows.mu                   # Σ r over the rows that miss each feature, (k, d)
     return dict(nk=s['nk'], sum_x=s['sum_x'] + nm * mu, sum_xx=s['sum_xx'] + self.fold(nm * (mu * (mu - 2 * f) + rows.var)))
 
-_ScaleType.missing_table, _ScaleType.missing_stats = _scale_missing_table, _scale_missing_stats
+_ScaleType.missing_table, _ScaleType.missing_stats, _ScaleType.solves = _scale_missing_table, _scale_missing_stats, False
 DiagCovariance.fold = lambda self, S: S                    # per-feature sums as the type stores them
 SphericalCovariance.fold = lambda self, S: S.sum(axis=1)
 
@@ -1169,8 +1208,9 @@ class ObservedRows(MissingRows):
     def __init__(self,
         kern:GaussianKernels, # kernels at the current θ (their frames are the statistics' frames)
         X:np.ndarray, # rows, NaN where missing, none entirely missing, shape (n, d)
+        holes:Holes|None=None, # X's `Holes`, kept by the fit; None: made here
     ):
-        super().__init__(X, kern.covariance_type, kern.weights, kern.means, kern.precisions_chol, kern=kern)
+        super().__init__(X, kern.covariance_type, kern.weights, kern.means, kern.precisions_chol, kern=kern, holes=holes)
 
     def stats(self, wresp:np.ndarray)->dict:
         "The block's statistics in the kernels' frames."
@@ -1181,9 +1221,10 @@ def observed_e_step(
     X:np.ndarray, # a block of rows, NaN where missing, none entirely missing, shape (n, d)
     sample_weight:np.ndarray|None=None, # row weights, shape (n,); None: all ones
     stats:bool=True, # whether to compute the statistics
+    holes:Holes|None=None, # X's `Holes`, kept by the fit; None: made here
 )->EStep: # the engine's E-step: q(z, x_m | x_o) = q(z | x_o) N(x_m | x̂, C), its sums and statistics
     "The E-step (M.1)-(M.3) on rows with missing coordinates: the ledger's q covers z and the missing values."
-    rows = ObservedRows(kern, X)
+    rows = ObservedRows(kern, X, holes)
     resp, log_norm, neg_h = posterior(rows.log_joint)
     h = rows.neg_entropy(resp)                 # E_q log q(x_m | ·) enters -H(q) and, equally, E_q log p(x, z)
     cross, neg_h = _dot_rows(resp, rows.log_joint) + h, neg_h + h

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .gaussian import (COVARIANCE, COVARIANCE_TYPES, GaussianKernels, MissingRows, ObservedRows, Scratch,
+from .gaussian import (COVARIANCE, COVARIANCE_TYPES, GaussianKernels, Holes, MissingRows, ObservedRows, Scratch,
                               observed_e_step, one_blas_thread)
 from .e_step import posterior
 from .base import BaseMixture, INIT_SAMPLE_SIZE, _RowTerms, out_of_core
@@ -362,12 +362,23 @@ class GaussianMixture(BaseMixture):
 
     def _estimate_weighted_log_prob(self, X):
         "log π_j + log N(x_i | μ_j, Σ_j), shape (n, k), by the fast kernels of `klem_nb.gaussian`; rows with NaN: their observed marginals."
-        if self.nan_policy == 'marginalize' and np.isnan(X).any(): return ObservedRows(self._kernels(), X).log_joint
+        holes = self._holes(X)
+        if holes is not None: return ObservedRows(self._kernels(), X, holes).log_joint
         return self._kernels().log_joint(X)
+
+    def _holes(self, X)->Holes|None:
+        "Under 'marginalize', X's `Holes` (made once per block of a fit's data, filled at the kernels' centre then); None without NaN."
+        if self.nan_policy != 'marginalize': return None
+        def make(X):
+            if not np.isnan(X).any(): return None
+            return Holes(X, self._kernels()._for(X).centre, COVARIANCE[self.covariance_type].solves)
+        kept = getattr(self, '_fit_blocks', None)
+        return make(X) if kept is None else kept.get(X, make)
 
     def _e_step(self, X, sample_weight=None, stats=True):
         "The kernels' one-pass E-step; under 'marginalize' a block with missing values has its own (q covers them too)."
-        if self.nan_policy == 'marginalize' and np.isnan(X).any(): return observed_e_step(self._kernels(), X, sample_weight, stats)
+        holes = self._holes(X)
+        if holes is not None: return observed_e_step(self._kernels(), X, sample_weight, stats, holes)
         if sample_weight is not None and not (sample_weight > 0).all(): return None   # the engine's, which drops such rows
         return self._kernels().e_step(X, sample_weight, stats)
 

@@ -59,6 +59,14 @@ def _dot0(a:np.ndarray, b:np.ndarray)->float:
     with np.errstate(invalid='ignore', divide='ignore'):
         return float(np.where(a > 0, a * b, 0.0).sum())
 
+def _log0(p:np.ndarray)->np.ndarray:
+    "log p with 0 where p = 0: a plain dot product with it is `_dot0`'s sum when the weights are 0 wherever p is."
+    with np.errstate(divide='ignore'): return np.where(p > 0, np.log(p), 0.0)
+
+def _colsum(a:np.ndarray)->np.ndarray:
+    "Column sums of a tall (n, k) array by one product with ones (numpy's `sum(0)` is several times slower on narrow rows)."
+    return np.ones(len(a)) @ a
+
 _TINY = np.finfo(float).tiny
 
 def _plog(p:np.ndarray, v:np.ndarray)->np.ndarray:
@@ -245,7 +253,7 @@ class HMMModel(EMModel):
     "The `EMModel` of an HMM: the data units are whole sequences, θ = (π, A, emission parameters) in `theta`."
     def __init__(self, est, theta:dict, n_jobs:int=1):
         self.est, self.theta, self.n_jobs = est, theta, n_jobs
-        self._prior, self._data, self._scratch, self._pool = (None, 0.0), {}, queue.SimpleQueue(), None
+        self._prior, self._data, self._scratch, self._pool, self._logs = (None, 0.0), {}, queue.SimpleQueue(), None, (None, None)
 
     def log_prior(self)->float:
         "log p(θ) of hmmlearn's priors at the current θ (0 when flat), once per θ: `em` adds it to the ledger's L and F."
@@ -258,23 +266,33 @@ class HMMModel(EMModel):
         if key not in self._data: self._data[key] = (X, self.est._row_consts(X))   # X held: its address cannot be reused while cached
         return self._data[key][1]
 
+    def _theta_logs(self)->tuple:
+        "(log π, log A, both with 0 where the probability is 0), once per θ: the chunks of an E-step share them."
+        if self._logs[0] is not self.theta: self._logs = (self.theta, (_log0(self.theta['startprob']), _log0(self.theta['transmat'])))
+        return self._logs[1]
+
     def _e_chunk(self, S:Sequences, w:np.ndarray, stats:bool)->EStep:
         th, est = self.theta, self.est
         consts = self._consts(S.X)
-        log_B = est._log_frameprob(th, S.X, consts)               # (n, k), 0 on missing rows
-        with np.errstate(divide='ignore'): log_pi, log_A = np.log(th['startprob']), np.log(th['transmat'])
+        log_pi, log_A = self._theta_logs()                        # start and transition terms have weight 0 where π, A are 0
         kern = _compiled()
         if kern is not None:                                      # the same sums from the compiled loops (see Speed)
             try: scratch = self._scratch.get_nowait()             # work arrays reused by the chunks, one set per thread
             except queue.Empty: scratch = {}
-            ll, wg, start, xi, neg_h, ell_b = _fb_compiled(kern, log_B, S.starts, w, th['startprob'], th['transmat'], scratch, stats)
+            log_B = est._compiled_emissions(kern, th, S.X, consts, scratch)   # log b with shifts and b̂ in the scratch, or None
+            scaled = log_B is not None
+            if not scaled: log_B = est._log_frameprob(th, S.X, consts)
+            ll, wg, start, xi, neg_h, ell_b = _fb_compiled(kern, log_B, S.starts, w, th['startprob'], th['transmat'], scratch, stats,
+                                                           scaled, log_A)
             if not stats:                                         # the forward loop alone
                 self._scratch.put(scratch)
                 return EStep(float(w.sum()), float(w @ ll), np.nan, np.nan, None)
-            ell = _dot0(start, log_pi) + _dot0(xi, log_A) + ell_b
+            ell = start @ log_pi + xi.reshape(-1) @ log_A.reshape(-1) + ell_b
             s = dict(start=start, trans=xi, **est._emission_stats(th, S.X, wg, consts))
             self._scratch.put(scratch)                            # w·γ (in the scratch) is not needed any more
             return EStep(float(w.sum()), float(w @ ll), ell, neg_h, s)
+        log_B = est._log_frameprob(th, S.X, consts)               # (n, k), 0 on missing rows
+        with np.errstate(divide='ignore'): log_start = np.log(th['startprob'])   # -inf where π = 0: the recursion's start
         gamma = np.empty_like(log_B)
         ll, xi, neg_h = np.empty(len(S)), 0.0, 0.0
         for T, idx, rows, ln in _buckets(S.starts):
@@ -282,7 +300,7 @@ class HMMModel(EMModel):
             whole = (ln == T).all() and b - a == rows.size and (np.diff(idx) == 1).all()   # consecutive, unpadded: views
             lb, real = (log_B[a:b].reshape(len(idx), T, -1), None) if whole else (log_B[rows], np.arange(T) < ln[:, None])
             if real is not None and not real.all(): lb[~real] = 0.0   # padding: emission factor 1
-            lp, g, x, nh = forward_backward(log_pi, th['transmat'], lb, w[idx], lengths=ln)
+            lp, g, x, nh = forward_backward(log_start, th['transmat'], lb, w[idx], lengths=ln)
             if whole: gamma[a:b] = g.reshape(b - a, -1)
             else: gamma[rows[real]] = g[real]
             ll[idx], xi, neg_h = lp, xi + x, neg_h + nh
@@ -329,44 +347,51 @@ _UNROLL_MIN_ROWS = 4_096   # ...for chunks of at least this many rows, which rep
 
 def _unroll(k:int, n:int)->bool: return k <= _UNROLL_K and n >= _UNROLL_MIN_ROWS
 
-def _fb_loops(log_B, vb, shift, starts, w, pi, A, alpha, rc, gamma, wgamma, out, backward):
-    """(14.4) one sequence at a time in plain loops, with every sum of the E-step in the backward loop. In: log b (n, k)
+def _fb_loops(log_B, vb, shift, starts, w, pi, A, alpha, rc, gamma, wgamma, wu, out, backward):
+    """(14.4) one sequence at a time in plain loops, with the E-step's sums in the backward loop. In: log b (n, k)
     of a chunk's rows, b̂ = exp(log b - shift) in `vb`, each row's shift (n,), sequence starts (m + 1,), weights (m,),
     π (an array, or a tuple: then k is a compile-time constant), A. Out, per row: w·γ (n, k); the arguments of the
-    three logarithms of (14.5), clamped to tiny and 1 where a row has no such term: α̂ in `alpha`, b̂ β̂ in `vb`, γ in
-    `gamma`; in `out` (m + 3 + k + k²,): log p(x) of each sequence, Σ w γ log b, Σ w Σ_t>1 log c_t, a status (2: a
-    sequence impossible), Σ w γ_1 (k,) and Σ w Σ_t α̂_t ⊗ b̂_t+1 β̂_t+1 / c_t+1 (k, k), ξ's sum before the factor A.
-    `backward` False: the forward loop alone, for log p(x)."""
+    three logarithms of (14.5), clamped to 1 where a row has no such term: α̂ in `alpha` (not clamped to tiny: the
+    caller does that after its product), b̂ β̂ in `vb`, γ in `gamma` (both clamped to tiny); w b̂_t β̂_t / c_t in `wu` (0
+    at a sequence's first step), so that Σ_t α̂_t-1 ⊗ wu_t, ξ's sum before the factor A, is one matrix product; in `out`
+    (m + 3 + k,): log p(x) of each sequence, Σ w γ log b, Σ w Σ_t>1 log c_t, a status (1: an observation impossible in
+    every state, 2: a sequence impossible) and Σ w γ_1 (k,). `backward` False: the forward loop alone, for log p(x)."""
     k = len(pi)
     m = len(starts) - 1
     AT = np.ascontiguousarray(A.T)
     nxt, beta, u = np.empty(k), np.empty(k), np.empty(k)
-    start, pair = np.zeros(k), np.zeros((k, k))
+    start = np.zeros(k)
     ell_b, log_c, status = 0.0, 0.0, 0.0
     for s in range(m):
         a, b, ws = starts[s], starts[s + 1], w[s]
-        lp, lc_in = 0.0, 0.0
+        lc_first, lc_in, prod, sh, r = 0.0, 0.0, 1.0, 0.0, 1.0
         for t in range(a, b):                                   # forward: α̂_t into alpha, 1 / c_t into rc
             if t == a:
                 for j in range(k): nxt[j] = pi[j] * vb[t, j]
-            else:
-                for j in range(k): nxt[j] = 0.0
-                for i in range(k):                              # α̂_t-1 A, one row of A at a time
-                    ai = alpha[t - 1, i]
-                    for j in range(k): nxt[j] += ai * A[i, j]
-                for j in range(k): nxt[j] *= vb[t, j]
+            else:                                               # c_t-1 α̂_t-1 A b̂_t / c_t-1: the division waits
+                for j in range(k): u[j] = 0.0                   # for the sum c_t-1 off the chain of steps
+                for i in range(k):                              # one row of A at a time
+                    ai = nxt[i]
+                    for j in range(k): u[j] += ai * A[i, j]
+                for j in range(k): nxt[j] = u[j] * vb[t, j] * r
             tot = 0.0
             for j in range(k): tot += nxt[j]
-            if not tot > 0:
-                status = 2.0
+            if not tot > 0:                                     # 1: b_t = 0 in every state; 2: the chain cannot go on
+                status = 1.0 if shift[t] == -np.inf else 2.0
                 break
-            lc = np.log(tot)
-            lp += lc + shift[t]
-            if t > a: lc_in += lc
+            sh += shift[t]
+            if t == a: lc_first = np.log(tot)
+            elif tot < 1e-100: lc_in += np.log(tot)
+            else:                                               # Σ log c_t as the log of products of c_t (≤ 1 up to
+                prod *= tot                                     # rounding): one log when the product leaves the range
+                if not 1e-200 < prod < 1e200:
+                    lc_in += np.log(prod)
+                    prod = 1.0
             r = 1.0 / tot
             rc[t] = r
             for j in range(k): alpha[t, j] = nxt[j] * r
-        out[s] = lp
+        lc_in += np.log(prod)
+        out[s] = lc_first + lc_in + sh
         if status != 0: break                                   # the caller raises
         if not backward: continue
         log_c += ws * lc_in
@@ -384,23 +409,20 @@ def _fb_loops(log_B, vb, shift, starts, w, pi, A, alpha, rc, gamma, wgamma, out,
                 u[j] = ub * r
             ell_b += ws * e
             if t > a:
-                for i in range(k):                              # Σ α̂_t-1 ⊗ u, row by row
-                    ai = ws * alpha[t - 1, i]
-                    for j in range(k): pair[i, j] += ai * u[j]
+                for j in range(k): wu[t, j] = ws * u[j]
                 for i in range(k): beta[i] = 0.0
                 for j in range(k):                              # β̂_t-1 = A u, one column of A at a time
                     uj = u[j]
                     for i in range(k): beta[i] += AT[j, i] * uj
-            for j in range(k): alpha[t, j] = max(alpha[t, j], _TINY)   # α̂_t is not needed any more
         for j in range(k):                                      # the rows' terms that (14.5) leaves out: log 1 = 0
+            wu[a, j] = 0.0                                      # no pair ends at the first step
             start[j] += wgamma[a, j]
             vb[a, j] = 1.0                                      # no b̂ β̂ term at the first step
             if b - a == 1: alpha[a, j] = gamma[a, j]            # a one-step chain: Σ γ log γ alone
             else: alpha[b - 1, j] = 1.0                         # no α̂ term at the last step
             gamma[a, j], gamma[b - 1, j] = 1.0, 1.0             # -γ log γ only inside the chain
     out[m], out[m + 1], out[m + 2] = ell_b, log_c, status
-    out[m + 3:m + 3 + k] = start
-    out[m + 3 + k:] = pair.ravel()
+    out[m + 3:] = start
 
 def _shift_loops(log_B, shift, out):
     "Each row's largest entry into `shift` (n,) and log b minus it into `out` (n, k)."
@@ -410,6 +432,17 @@ def _shift_loops(log_B, shift, out):
         for j in range(1, k): mx = max(mx, log_B[t, j])
         shift[t] = mx
         for j in range(k): out[t, j] = log_B[t, j] - mx
+
+def _gather_loops(x, log_tab, top, bhat, log_B, shift, vb, pi):
+    """Row t of log b, its largest entry and b̂ into `log_B`, `shift`, `vb` from the (n_symbols, k) tables of symbol x_t:
+    no log or exp per row; `pi` gives k (a tuple: unrolled, as in `_fb_loops`)."""
+    n, k = len(x), len(pi)
+    for t in range(n):
+        s = x[t]
+        shift[t] = top[s]
+        for j in range(k):
+            log_B[t, j] = log_tab[s, j]
+            vb[t, j] = bhat[s, j]
 
 def _count_loops(x, wg, out):
     "Σ_t wγ_tj [x_t = s] into `out` (k, n_symbols): a categorical HMM's emission counts, row by row."
@@ -455,40 +488,51 @@ def _compiled()->dict|None:
     if not _COMPILED:
         try: import numba
         except ImportError: _COMPILED['none'] = True; return None
-        for name, f in (('fb', _fb_loops), ('shift', _shift_loops), ('diag', _diag_loops), ('full', _full_loops), ('count', _count_loops)):
+        for name, f in (('fb', _fb_loops), ('shift', _shift_loops), ('diag', _diag_loops), ('full', _full_loops), ('count', _count_loops),
+                        ('gather', _gather_loops)):
             try: _COMPILED[name] = numba.njit(nogil=True, error_model='numpy', cache=True)(f)
             except Exception: _COMPILED[name] = numba.njit(nogil=True, error_model='numpy')(f)   # caching can fail (read-only install): compile per process
     return None if 'none' in _COMPILED else _COMPILED
 
-def _fb_compiled(kern:dict, log_B, starts, w, startprob, transmat, scratch:dict|None=None, backward:bool=True)->tuple:
+def _work(scratch:dict, n:int, k:int)->tuple:
+    """The compiled E-step's work arrays for n rows: α̂, b̂, γ, w·γ, log b, w·u (n, k), 1/c and the shifts (n,); views
+    of arrays kept in `scratch` (as large as the largest chunk) from one call to the next. The first three are slices
+    of one (6, rows, k) array, so that the entropy's logarithms are one numpy call."""
+    if scratch.get('k') != k or scratch['rows'] < n:
+        scratch.update(k=k, rows=n, arrays=np.empty((6, n, k)), rc=np.empty(n), shift=np.empty(n))
+    return tuple(scratch['arrays'][:, :n]) + (scratch['rc'][:n], scratch['shift'][:n])
+
+def _fb_compiled(kern:dict, log_B, starts, w, startprob, transmat, scratch:dict|None=None, backward:bool=True,
+                 scaled:bool=False, log_A0:np.ndarray|None=None)->tuple:
     """(log p(x) (m,), w·γ (n, k), Σ w γ_1 (k,), Σ w Σ_t ξ_t (k, k), Σ w Σ q log q (14.5), Σ w γ log b) of a chunk by
-    the compiled loops; `scratch` keeps (n, k) work arrays (as large as the largest chunk) from one call to the next.
-    `backward` False: log p(x) alone (the forward loop), the rest None."""
+    the compiled loops, with work arrays from `scratch` (see `_work`). `backward` False: log p(x) alone (the forward
+    loop), the rest None. `scaled`: the caller has written each row's shift and b̂ into the scratch's arrays already.
+    `log_A0`: log A with 0 where A = 0, if the caller has it."""
     n, k = log_B.shape
     m = len(starts) - 1
     starts = np.ascontiguousarray(starts, np.int64)
     scratch = {} if scratch is None else scratch
-    if scratch.get('k') != k or scratch['rows'] < n:
-        scratch.update(k=k, rows=n, arrays=[np.empty((n, k)) for _ in range(4)], rc=np.empty(n), shift=np.empty(n))
-    alpha, vb, gamma, wg = (a[:n] for a in scratch['arrays'])
-    rc, shift, out = scratch['rc'][:n], scratch['shift'][:n], np.empty(m + 3 + k + k * k)
+    alpha, vb, gamma, wg, _, wu, rc, shift = _work(scratch, n, k)
+    out = np.empty(m + 3 + k)
     log_B = np.ascontiguousarray(log_B, float)
-    kern['shift'](log_B, shift, vb)                             # each step's emissions scaled by their largest, as in numpy
-    if not np.isfinite(shift).all(): raise ValueError("an observation has probability 0 under every state")
-    np.exp(vb, out=vb)                                          # b̂, by numpy's vectorised exp
+    if not scaled:
+        kern['shift'](log_B, shift, vb)                         # each step's emissions scaled by their largest, as in numpy
+        np.exp(vb, out=vb)                                      # b̂, by numpy's vectorised exp
     pi = np.ascontiguousarray(startprob, float)
     kern['fb'](log_B, vb, shift, starts, np.ascontiguousarray(w, float), tuple(pi) if _unroll(k, n) else pi,
-               np.ascontiguousarray(transmat, float), alpha, rc, gamma, wg, out, backward)
+               np.ascontiguousarray(transmat, float), alpha, rc, gamma, wg, wu, out, backward)
+    if out[m + 2] == 1: raise ValueError("an observation has probability 0 under every state")
     if out[m + 2] == 2: raise ValueError("a sequence has probability 0 under the current parameters (check zeros in startprob_/transmat_)")
     if not backward: return out[:m], None, None, None, None, None
-    xi = transmat * out[m + 3 + k:].reshape(k, k)
+    xi = transmat * (alpha[:-1].T @ wu[1:])                    # Σ w ξ_t: one product instead of k² updates a step
+    np.maximum(alpha, _TINY, out=alpha)                         # log α̂ finite where α̂ = 0 (and γ = 0)
     # (14.5) = Σ w γ log α̂ + Σ w γ log b̂β̂ - Σ w γ log γ - Σ w log c + Σ ξ log A, each row's terms as the loops left them,
-    # by numpy's vectorised log in place and three dot products
-    flat = wg.reshape(-1)
-    def wlog(v): return flat @ np.log(v, out=v).reshape(-1)
-    with np.errstate(divide='ignore'):
-        neg_h = wlog(alpha) + wlog(vb) - wlog(gamma) - out[m + 1] + _dot0(xi, np.log(transmat))
-    return out[:m], wg, out[m + 3:m + 3 + k], xi, float(neg_h), out[m]
+    # by numpy's vectorised log in place (α̂, b̂β̂, γ at once: slices of one array) and one product with w·γ
+    three = scratch['arrays'][:3, :n]
+    la, lv, lg = np.log(three, out=three).reshape(3, -1) @ wg.reshape(-1)
+    if log_A0 is None: log_A0 = _log0(transmat)
+    neg_h = la + lv - lg - out[m + 1] + xi.reshape(-1) @ log_A0.reshape(-1)
+    return out[:m], wg, out[m + 3:], xi, float(neg_h), out[m]
 
 # %% ../nbs/14_hmm.ipynb #a1679b70
 def _normalize(a:np.ndarray, axis=None)->np.ndarray:
@@ -536,6 +580,10 @@ class BaseHMM(BaseEstimator):
     def _missing(self, X): return None
 
     def _row_consts(self, X)->dict: return {}
+
+    def _compiled_emissions(self, kern, th, X, consts, scratch)->np.ndarray|None:
+        "The compiled E-step's emissions when the family has a faster way: log b (n, k), with shifts and b̂ written in `scratch`; None: from `_log_frameprob`."
+        return None
 
     def _theta(self)->dict: return {name: getattr(self, name + '_') for name in self._param_names}
 
@@ -786,9 +834,11 @@ class GaussianHMM(BaseHMM):
 
     def _check_X(self, X, fitting):
         X = super()._check_X(np.asarray(X, dtype=float), fitting)
-        part = np.isnan(X).any(1) & ~np.isnan(X).all(1)
-        if part.any(): raise ValueError(f"row {int(np.flatnonzero(part)[0])} of X is partly NaN: a row is observed or missing as a whole")
-        if np.isinf(X).any(): raise ValueError("X contains inf")
+        if not np.isfinite(X).all():                          # one pass when all is finite; the details otherwise
+            nan = np.isnan(X)
+            part = nan.any(1) & ~nan.all(1)
+            if part.any(): raise ValueError(f"row {int(np.flatnonzero(part)[0])} of X is partly NaN: a row is observed or missing as a whole")
+            if np.isinf(X).any(): raise ValueError("X contains inf")
         if not fitting and hasattr(self, 'means_') and X.shape[1] != self.means_.shape[1]:
             raise ValueError(f"X has {X.shape[1]} features but the model has {self.means_.shape[1]}")
         return X
@@ -798,7 +848,8 @@ class GaussianHMM(BaseHMM):
     def _init_emissions(self, th, X):
         if self.covariance_type not in ('spherical', 'diag', 'full', 'tied'):
             raise ValueError(f"covariance_type must be 'spherical', 'diag', 'full' or 'tied', got {self.covariance_type!r}")
-        k, obs = self.n_components, X[~np.isnan(X[:, 0])]
+        k = self.n_components
+        if self._needs_init('m', 'means_') or self._needs_init('c', 'covars_'): obs = X[~np.isnan(X[:, 0])]   # a copy: only when used
         if self._needs_init('m', 'means_'):
             from sklearn.cluster import KMeans
             th['means'] = KMeans(n_clusters=k, random_state=self.random_state, n_init=10).fit(obs).cluster_centers_
@@ -829,6 +880,19 @@ class GaussianHMM(BaseHMM):
         self.__dict__['_pc_cache'] = (covars, self.covariance_type, pc)
         return pc
 
+    def _kernel_args(self, means, pc)->tuple:
+        "(log-density constants (k,), means (k, d) and as tuples, precisions) for the compiled densities, once per θ."
+        hit = self.__dict__.get('_ka_cache')
+        if hit is not None and hit[0] is means and hit[1] is pc: return hit[2]
+        ct, (k, d) = self.covariance_type, means.shape
+        const = -0.5 * d * np.log(2 * np.pi) + np.broadcast_to(log_det_cholesky(pc, ct, d), (k,))
+        m = np.ascontiguousarray(means, float)
+        if ct in ('diag', 'spherical'): prec = np.ascontiguousarray(np.broadcast_to((pc ** 2)[:, None] if ct == 'spherical' else pc ** 2, (k, d)))
+        else: prec = np.ascontiguousarray(np.broadcast_to(pc, (k, d, d)))
+        args = (const, m, tuple(map(tuple, m)), prec)
+        self.__dict__['_ka_cache'] = (means, pc, args)
+        return args
+
     def _log_frameprob(self, th, X, consts=None):
         obs = ~np.isnan(X[:, 0])
         Xo = X if obs.all() else X[obs]
@@ -836,13 +900,10 @@ class GaussianHMM(BaseHMM):
         kern = _compiled()
         if kern is None: lp = estimate_log_gaussian_prob(Xo, th['means'], pc, ct)
         else:                                                 # one pass over the rows instead of one per state
-            k, d = th['means'].shape
-            lp, const = np.empty((len(Xo), k)), -0.5 * d * np.log(2 * np.pi) + np.broadcast_to(log_det_cholesky(pc, ct, d), (k,))
-            Xc, means = np.ascontiguousarray(Xo), np.ascontiguousarray(th['means'], float)
-            mt = tuple(map(tuple, means)) if _unroll(max(k, d), len(Xc)) else means   # small k and d: unrolled loops
-            if ct in ('diag', 'spherical'):
-                kern['diag'](Xc, mt, np.ascontiguousarray(np.broadcast_to((pc ** 2)[:, None] if ct == 'spherical' else pc ** 2, (k, d))), const, lp)
-            else: kern['full'](Xc, mt, np.ascontiguousarray(np.broadcast_to(pc, (k, d, d))), const, lp)
+            const, means, mt, prec = self._kernel_args(th['means'], pc)
+            Xc, lp = np.ascontiguousarray(Xo), np.empty((len(Xo), len(means)))
+            if not _unroll(max(means.shape), len(Xc)): mt = means   # small k and d: unrolled loops
+            kern['diag' if ct in ('diag', 'spherical') else 'full'](Xc, mt, prec, const, lp)
         if obs.all(): return lp
         out = np.zeros((len(X), self.n_components))
         out[obs] = lp
@@ -855,7 +916,7 @@ class GaussianHMM(BaseHMM):
         obs = ~np.isnan(X[:, 0])
         x2 = (consts or {}).get('x2')
         if not obs.all(): X, wg, x2 = X[obs], wg[obs], None if x2 is None else x2[obs]
-        s = dict(post=wg.sum(0), obs=wg.T @ X)
+        s = dict(post=_colsum(wg), obs=wg.T @ X)
         n, d = X.shape
         if self.covariance_type in ('spherical', 'diag'): s['obs**2'] = wg.T @ (X * X if x2 is None else x2)
         elif n * d * d <= 1 << 22 and wg.shape[1] > d:            # Σ_t γ_tj x_t x_tᵀ for all j by one product (x xᵀ small, k > d)
@@ -1023,12 +1084,33 @@ class CategoricalHMM(BaseHMM):
         with np.errstate(divide='ignore'): log_e = np.ascontiguousarray(np.log(th['emissionprob']).T)
         return np.take(log_e, X[:, 0], axis=0)                       # rows of log b: (n, k), contiguous
 
+    def _row_consts(self, X): return dict(symbols=np.ascontiguousarray(X[:, 0], np.int64))   # once per fit
+
+    def _symbol_tables(self, e:np.ndarray)->tuple:
+        "(log b, its largest entry, b̂ = exp(log b - largest)) of each symbol, (n_features, k), (n_features,), (n_features, k); once per θ."
+        hit = self.__dict__.get('_tab_cache')
+        if hit is not None and hit[0] is e: return hit[1]
+        with np.errstate(divide='ignore', invalid='ignore'):      # a symbol no state emits: -inf, and the E-step raises if it occurs
+            log_e = np.ascontiguousarray(np.log(e).T)
+            top = log_e.max(1)
+            tabs = (log_e, top, np.exp(log_e - top[:, None]))
+        self.__dict__['_tab_cache'] = (e, tabs)
+        return tabs
+
+    def _compiled_emissions(self, kern, th, X, consts, scratch):
+        log_e, top, bhat = self._symbol_tables(th['emissionprob'])
+        _, vb, _, _, log_B, _, _, shift = _work(scratch, len(X), log_e.shape[1])
+        pi = th['startprob']
+        kern['gather'](consts['symbols'], log_e, top, bhat, log_B, shift, vb, tuple(pi) if _unroll(len(pi), len(X)) else pi)
+        return log_B
+
     def _emission_stats(self, th, X, wg, consts=None):
         k, nf = th['emissionprob'].shape
         kern = _compiled()
         if kern is not None:                                        # one compiled pass over the rows
             counts = np.zeros((k, nf))
-            kern['count'](np.ascontiguousarray(X[:, 0], np.int64), np.ascontiguousarray(wg), counts)
+            x = consts['symbols'] if consts else np.ascontiguousarray(X[:, 0], np.int64)
+            kern['count'](x, np.ascontiguousarray(wg), counts)
             return dict(obs=counts)
         cell = (X[:, :1] * k + np.arange(k)).ravel()                # (symbol, state) of every entry of wg
         return dict(obs=np.bincount(cell, weights=wg.ravel(), minlength=nf * k).reshape(nf, k).T)
@@ -1113,9 +1195,10 @@ class PoissonHMM(BaseHMM):
 
     def _check_X(self, X, fitting):
         X = super()._check_X(np.asarray(X, dtype=float), fitting)
-        miss = np.isnan(X).all(1)
-        Xo = X[~miss]
-        if np.isnan(Xo).any(): raise ValueError("X has a partly NaN row: a row is observed or missing as a whole")
+        Xo = X
+        if np.isnan(X).any():                                 # the rows' NaN pattern only when there is one
+            Xo = X[~np.isnan(X).all(1)]
+            if np.isnan(Xo).any(): raise ValueError("X has a partly NaN row: a row is observed or missing as a whole")
         if (Xo < 0).any() or (Xo != np.round(Xo)).any() or np.isinf(Xo).any():
             raise ValueError("PoissonHMM needs counts: X must hold whole numbers >= 0 (or whole NaN rows)")
         if not fitting and hasattr(self, 'lambdas_') and X.shape[1] != self.lambdas_.shape[1]:
@@ -1160,7 +1243,7 @@ class PoissonHMM(BaseHMM):
         obs = ~np.isnan(X[:, 0])
         lf = (consts or self._row_consts(X))['log_fact']
         if not obs.all(): X, wg, lf = X[obs], wg[obs], lf[obs]
-        return dict(post=wg.sum(0), obs=wg.T @ X, log_fact=np.array((lf @ wg).sum()))
+        return dict(post=_colsum(wg), obs=wg.T @ X, log_fact=np.array((lf @ wg).sum()))
 
     def _emission_elj(self, th, stats):
         from scipy.special import xlogy

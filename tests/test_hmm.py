@@ -509,3 +509,23 @@ def test_compiled_gamma_mutation_opens_the_gap(monkeypatch):
         if args[-1]: args[10][::7] *= 1.001                          # w·γ of every 7th row, 0.1% off
     monkeypatch.setitem(H._COMPILED, 'fb', bent)
     assert gaps() > 1e-6
+
+@pytest.mark.skipif(numba is None, reason='numba is not installed')
+def test_compiled_log_scales_products_and_tiny_steps():
+    "The forward loop's Σ log c_t (logs of running products of c_t, tiny c_t one by one) equals numpy's per-step logs."
+    import klem_nb.hmm as H
+    rng = np.random.default_rng(5)
+    k, T = 2, 3000
+    A = np.array([[1 - 1e-120, 1e-120], [1e-120, 1 - 1e-120]])        # a switch of state costs about 1e-120, so
+    log_B = rng.normal(scale=100, size=(T, k))                           # c_t is about b_t(z) / max_j b_t(j): often tiny
+    pi = np.array([0.5, 0.5])
+    lb = log_B - log_B.max(1, keepdims=True)
+    c = H._passes_plain(pi, A, np.exp(lb)[None])[2][0]
+    assert (c < 1e-100).sum() >= 5 and np.log(c[c >= 1e-100]).sum() < -460 * 5   # both branches, several products flushed
+    for lengths in ([T], [1, 999, 2000]):
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        ll, wg = H._fb_compiled(H._compiled(), log_B, starts, np.ones(len(lengths)), pi, A)[:2]
+        for s, (a, b) in enumerate(zip(starts[:-1], starts[1:])):
+            lp, g, *_ = H.forward_backward(np.log(pi), A, log_B[None, a:b])
+            np.testing.assert_allclose(ll[s], lp[0], rtol=1e-12)
+            np.testing.assert_allclose(wg[a:b], g[0], rtol=1e-9, atol=1e-12)

@@ -361,3 +361,62 @@ def test_mutation_without_the_correction_misses_the_marginal(monkeypatch):
     ref = logsumexp([np.log(w) + multivariate_normal(m[o], S[np.ix_(o, o)]).logpdf(X[i, o])
                      for w, m, S in zip(gm.weights_, gm.means_, gm.covariances_)])
     assert abs(gm.score_samples(X[i:i + 1])[0] - ref) > 1e-3
+
+
+# ---- a fit keeps each block's Holes (filled rows, hole layout) for all its iterations -----------------------------------
+def fit_marginalize(X, t, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return GaussianMixture(3, covariance_type=t, nan_policy='marginalize', tol=0.0, max_iter=15, reg_covar=1e-6,
+                               random_state=0, **kw).fit(X)
+
+
+@pytest.mark.parametrize('t', TYPES)
+def test_kept_holes_fit_equals_holes_made_every_step(t, monkeypatch):
+    "The kept Holes are filled at the first E-step's centre, not at each iteration's: the fit is the same to rounding."
+    X = holes(np.vstack([gauss_data(1, 400), gauss_data(2, 400) + 5.0]), 0.3, 13)
+    kept = fit_marginalize(X, t)
+    import klem_nb.base as base
+    monkeypatch.setattr(base._BlockCache, 'get', lambda self, X, make: make(X))   # every E-step makes its own
+    fresh = fit_marginalize(X, t)
+    np.testing.assert_allclose(kept.lower_bounds_, fresh.lower_bounds_, rtol=1e-12)
+    for name in ('weights_', 'means_', 'covariances_'):
+        np.testing.assert_allclose(getattr(kept, name), getattr(fresh, name), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize('t', ['tied', 'diag'])
+def test_holes_made_once_per_block_and_dropped_after_fit(t, monkeypatch):
+    import klem_nb.gmm as gmm
+    made = []
+    class Counted(gaussian.Holes):
+        def __init__(self, X, *args, **kw):
+            made.append(len(X))
+            super().__init__(X, *args, **kw)
+    monkeypatch.setattr(gmm, 'Holes', Counted)
+    X = holes(gauss_data(3, 20_000), 0.2, 14)                    # two blocks of the engine's default size
+    est = fit_marginalize(X, t, n_init=2)
+    assert est.n_iter_ == 15 and sorted(made) == [20_000 - 16_384, 16_384]   # both runs, every iteration: two makes
+    assert est._fit_blocks is None                               # nothing of the data outlives the fit
+    est.score_samples(X[:50])                                    # new data after the fit: made afresh, not kept
+    assert made[-1] == 50 and est._fit_blocks is None
+
+
+@pytest.mark.parametrize('t', TYPES)
+def test_any_fill_gives_the_same_rows_far_from_origin(t):
+    "(7.22)-(7.23) hold for any fill f; far from the origin, f far from the centre still keeps the digits."
+    rng = np.random.default_rng(15)
+    k, d, n = 3, 5, 200
+    covs = np.stack([(lambda A: A @ A.T / d + 0.5 * np.eye(d))(rng.normal(size=(d, d))) for _ in range(k)])
+    cov = {'full': covs, 'tied': covs[0], 'diag': covs[:, range(d), range(d)], 'spherical': np.array([0.7, 1.3, 2.0])}[t]
+    means = rng.normal(size=(k, d)) + 1e4
+    X = holes(rng.normal(size=(n, d)) * 1.5 + 1e4, 0.3, 16)
+    kern = gaussian.GaussianKernels(t, np.array([0.2, 0.3, 0.5]), means, gaussian.precision_cholesky(cov, t),
+                                    frames=means + 0.1)
+    at_c = gaussian.ObservedRows(kern, X)
+    elsewhere = gaussian.ObservedRows(kern, X, gaussian.Holes(X, kern.centre + rng.normal(size=d) * 3,
+                                                             gaussian.COVARIANCE[t].solves))
+    np.testing.assert_allclose(elsewhere.log_joint, at_c.log_joint, rtol=1e-12)
+    resp = np.exp(at_c.log_joint - logsumexp(at_c.log_joint, axis=1, keepdims=True))
+    np.testing.assert_allclose(elsewhere.imputed(resp), at_c.imputed(resp), rtol=1e-13)
+    a, b = elsewhere.stats(resp), at_c.stats(resp)
+    for key in a: np.testing.assert_allclose(a[key], b[key], rtol=1e-10, atol=1e-9)
