@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .gaussian import (COVARIANCE, COVARIANCE_TYPES, GaussianKernels, Holes, MissingRows, ObservedRows, Scratch,
+from .gaussian import (BY_ROWS_MIN_D, COVARIANCE, COVARIANCE_TYPES, GaussianKernels, Holes, MissingRows, ObservedRows, Scratch,
                               observed_e_step, one_blas_thread)
 from .e_step import posterior
 from .base import BaseMixture, INIT_SAMPLE_SIZE, _RowTerms, out_of_core
@@ -266,8 +266,8 @@ class GaussianMixture(BaseMixture):
 
     def _fit_frame(self, X)->tuple:
         "(c, Φ): X's column means, the fast products' frame for the whole fit, and diag's or spherical's features of X at c."
-        if not COVARIANCE[self.covariance_type].fit_features or out_of_core(X) or not isinstance(X, np.ndarray):
-            return None, None
+        if (not COVARIANCE[self.covariance_type].fit_features or out_of_core(X) or not isinstance(X, np.ndarray)
+                or X.shape[1] < BY_ROWS_MIN_D): return None, None   # below d = 16 Φ is cheap to form (measured: no gain)
         c = X.mean(0, dtype=np.float64)
         if not np.isfinite(c).all():                       # rows with NaN ('marginalize'): the observed values' means
             with warnings.catch_warnings():

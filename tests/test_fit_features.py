@@ -13,7 +13,7 @@ from klem_nb.gaussian import GaussianKernels
 from klem_nb.gmm import GaussianMixture
 
 
-def blobs(n=6000, d=5, k=3, seed=0, dtype=np.float64):
+def blobs(n=6000, d=20, k=3, seed=0, dtype=np.float64):
     rng = np.random.default_rng(seed)
     centres = rng.normal(scale=4.0, size=(k, d)) + 100.0            # off the origin: the centre matters
     X = centres[rng.integers(k, size=n)] + rng.normal(size=(n, d)) * rng.uniform(0.5, 2.0, size=d)
@@ -27,11 +27,10 @@ def fit(X, covariance_type, **kw):
         return est.fit(X)
 
 
-@pytest.mark.parametrize('d', [5, 20])                              # feature-major and row-major chunks
 @pytest.mark.parametrize('dtype', [np.float64, np.float32])
 @pytest.mark.parametrize('covariance_type', ['diag', 'spherical'])
-def test_kept_features_change_nothing(covariance_type, dtype, d, monkeypatch):
-    X = blobs(d=d, dtype=dtype)
+def test_kept_features_change_nothing(covariance_type, dtype, monkeypatch):
+    X = blobs(dtype=dtype)
     kept = fit(X, covariance_type)
     monkeypatch.setattr(gmm, 'KEEP_FEATURES_BYTES', 0)               # Φ formed chunk by chunk, at the same centre
     made = fit(X, covariance_type)
@@ -41,8 +40,17 @@ def test_kept_features_change_nothing(covariance_type, dtype, d, monkeypatch):
     assert kept._fit_features is None and kept._centre is None       # nothing of the data outlives the fit
 
 
-def test_feature_table_is_the_kernels_own():
-    X = blobs(n=500)
+def test_kept_only_from_16_features_on():
+    "Below d = 16 the kernels form features in a cheap feature-major pass, and the fit keeps none (memory for no gain)."
+    for d, kept in ((5, False), (16, True)):
+        est = GaussianMixture(3, covariance_type='diag')
+        assert (est._fit_frame(blobs(n=500, d=d))[1] is not None) == kept
+    assert GaussianMixture(3, covariance_type='full')._fit_frame(blobs(n=500)) == (None, None)
+
+
+@pytest.mark.parametrize('d', [5, 20])                              # feature-major and row-major chunks
+def test_feature_table_is_the_kernels_own(d):
+    X = blobs(n=500, d=d)
     c = X.mean(0)
     kern = GaussianKernels('diag', np.ones(1), c[None], None, centre=c)
     Phi = kern.feature_table(X)
