@@ -19,6 +19,8 @@ the n x k table at memory speed, plus n·k exps. `x roof` is klem_nb's time over
 
 `--parallel-flops N` sets klem_nb.gaussian.PARALLEL_FLOPS_PER_ROW before the fits (the flops per row from which the
 kernels spread chunks over every core; 0: always), to measure the thread policy on an idle machine.
+`--keep-features-bytes N` sets klem_nb.gmm.KEEP_FEATURES_BYTES (the largest feature table [x - c, (x - c)^2] a diag or
+spherical fit keeps for all its iterations; 0: formed chunk by chunk every E-step), to measure that policy.
 
 `--float32` prints only a float32 table instead: klem_nb on float32 data against klem_nb on the same values as
 float64 and scikit-learn on float32, per iteration, at FLOAT32_SHAPES for 'full' and 'diag' (issue 13, item 4).
@@ -250,7 +252,12 @@ def main(argv=None):
                     help='only the float32 table: klem_nb float32 vs float64 (and scikit-learn float32), full and diag')
     ap.add_argument('--parallel-flops', type=int, default=None,
                     help="set klem_nb.gaussian.PARALLEL_FLOPS_PER_ROW (0: the kernels use every core for every shape)")
+    ap.add_argument('--keep-features-bytes', type=int, default=None,
+                    help="set klem_nb.gmm.KEEP_FEATURES_BYTES (0: diag and spherical fits form their features every E-step)")
     a = ap.parse_args(argv)
+    if a.keep_features_bytes is not None:
+        import klem_nb.gmm
+        klem_nb.gmm.KEEP_FEATURES_BYTES = a.keep_features_bytes
     if a.parallel_flops is not None:
         import klem_nb.gaussian
         klem_nb.gaussian.PARALLEL_FLOPS_PER_ROW = a.parallel_flops

@@ -57,7 +57,7 @@ def posterior(
         log_responsibilities(log_joint)          # raises the ValueError that names the row
         raise ValueError("log_joint has a row whose maximum is not finite")
     s = np.subtract(log_joint, top[:, None], out=_shifted_buffer(log_joint))
-    np.maximum(s, _EXP_FLOOR, out=s)
+    if s.min() < _EXP_FLOOR: np.maximum(s, _EXP_FLOOR, out=s)   # the clip is a pass: only when needed
     resp = np.exp(s, out=np.empty_like(log_joint))
     total = resp @ np.ones(k, resp.dtype)                  # row sums by one matrix-vector product
     resp /= total[:, None]

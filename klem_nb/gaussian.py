@@ -330,6 +330,7 @@ class CovarianceType:
     "What one covariance type contributes to the Gaussian kernels; `COVARIANCE[name]` holds one instance per type."
     name, by_rows = '', True            # by_rows: whether large-d chunks may be laid out row-major (see `_centred`)
     per_term = False                    # whether (7.9) is bounded term by term (diag), so that single terms can go direct
+    fit_features = False                # whether Φ is free of θ (diag, spherical), so that a fit may keep it for every iteration
     def __repr__(self): return f"COVARIANCE[{self.name!r}]"
     def shape(self, k:int, d:int)->tuple: raise NotImplementedError      # shape of covariances and precisions
     def n_parameters(self, k:int, d:int)->int: raise NotImplementedError  # free parameters of the covariances
@@ -350,6 +351,7 @@ class CovarianceType:
 
     def chunk_width(self, kern)->int: return max(kern.width, kern.d)    # widest scratch row of a chunk
     def flops_per_row(self, kern)->int: return 2 * kern.width * kern.k  # the products of the E- and M-steps
+    def parallel(self, kern)->bool: return kern.flops_per_row >= PARALLEL_FLOPS_PER_ROW   # whether to use every CPU
 
 # %% ../nbs/07_gaussian.ipynb #972c91b8
 class _ScaleType(CovarianceType):
@@ -363,6 +365,8 @@ class _ScaleType(CovarianceType):
     def precisions(self, U): return U**2
     def check_precisions(self, P, d):
         if (P <= 0).any(): raise ValueError(f"'{self.name} precision' should be positive")
+    def parallel(self, kern)->bool:                     # element-wise passes set the pace; with d >= 16 they are long enough
+        return kern.d >= BY_ROWS_MIN_D or kern.flops_per_row >= PARALLEL_FLOPS_PER_ROW   # that two threads rarely wait
     def direct(self, kern, diff, j): return diff * kern.precisions_chol[j]
     def trace(self, S, U): return (S * U**2).sum()
     def sample(self, rng, mean, covariances, j, n):
@@ -470,8 +474,11 @@ class FullCovariance(_MatrixType):
 class _Expanded:
     "The fast E-step (17.3) on a chunk: one product of its feature table Φ with M."
     def table_chunk(self, kern, X, w, out, M=None):
-        phi = self.features(kern, X, w)
-        np.matmul((kern.M if M is None else M).T, phi.T, out=out.T)
+        phi = kern._phi(X, w)                            # diag, spherical: the fit's kept rows of Φ where there are some
+        M = kern.M if M is None else M
+        if kern.dtype == np.float32 and phi.flags.c_contiguous:   # sgemm writes a row-major table twice as fast
+            out[...] = np.matmul(phi, M, out=kern.scratch.get('table', out.shape, w, kern.dtype))
+        else: np.matmul(M.T, phi.T, out=out.T)
         return phi                                       # diag and spherical: their statistics' features too
 
 class TiedCovariance(_Expanded, _MatrixType):
@@ -585,7 +592,7 @@ class _Terms:
 
 class DiagCovariance(_Expanded, _ScaleType):
     "Covariance type 'diag': one variance per component and feature."
-    name, per_term = 'diag', True
+    name, per_term, fit_features = 'diag', True, True
     def shape(self, k, d): return (k, d)
     def n_parameters(self, k, d): return k * d
     def log_det(self, U, d): return np.log(U).sum(1)
@@ -618,7 +625,7 @@ class DiagCovariance(_Expanded, _ScaleType):
     def stats_chunk(self, kern, X, R, w, unsafe, terms=None, phi=None):
         "Both sums from one product Rᵀ Φ about the common frame, moved to each F_j; direct terms and unsafe components directly."
         d, rt, dl = kern.d, R.T, kern.delta
-        if phi is None: phi = self.features(kern, X, w)   # the fused E-step hands over the table's own
+        if phi is None: phi = kern._phi(X, w)          # the fused E-step hands over the table's own
         t, N = _f64(rt @ phi), rt.sum(1, dtype=np.float64)
         sx = t[:, :d] - N[:, None] * dl
         sxx = self.move(t, N, dl, d)
@@ -704,6 +711,8 @@ class GaussianKernels:
         frames:np.ndarray|None=None, # the statistics' frame F_j of each component, fixed for a fit, shape (k, d); None: the means
         box:tuple|None=None, # (lo, hi), each (d,): bounds of every row the kernels will see (a fit's data); None: per call
         dtype=np.float64, # the products' dtype: float32 for float32 data (sums over chunks, parameters: float64)
+        centre:np.ndarray|None=None, # the common frame c of the fast products, fixed for a fit, shape (d,); None: Σ_j π_j μ_j
+        features=None, # a fit's feature table Φ (`feature_table` at the same centre and dtype): `rows_of(X)` gives X's rows or None
     ):
         self.covariance_type, self.kind = covariance_type, COVARIANCE[covariance_type]
         self.scratch = Scratch() if scratch is None else scratch
@@ -714,7 +723,8 @@ class GaussianKernels:
         self.dtype, self._siblings = np.dtype(dtype).type, {}
         self.k, self.d = k, d = means.shape
         self.frames = means if frames is None else frames
-        self.centre = (weights @ means).astype(self.dtype)   # c: the common frame of the fast products (exact in dtype)
+        self.centre = (weights @ means if centre is None else np.asarray(centre, np.float64)).astype(self.dtype)   # c (exact in dtype)
+        self.features = features if self.kind.fit_features else None
         self.mu = means - self.centre                   # means in that frame
         self.delta = self.frames - self.centre          # F_j - c, to move the fast path's sums to each F_j
         self.box = box
@@ -732,7 +742,7 @@ class GaussianKernels:
         self.delta_t = self.delta.astype(self.dtype, copy=False)
         self.rows = max(16, CHUNK_BYTES // (np.dtype(self.dtype).itemsize * self.kind.chunk_width(self)))
         self.by_rows = d >= BY_ROWS_MIN_D and self.kind.by_rows   # layout of the scratch arrays, see `_centred`
-        if n_threads is None: n_threads = available_cpus() if self.flops_per_row >= PARALLEL_FLOPS_PER_ROW else 1
+        if n_threads is None: n_threads = available_cpus() if self.kind.parallel(self) else 1
         self.n_threads = n_threads
 
     def holds(self, weights, means, precisions_chol)->bool:
@@ -747,8 +757,29 @@ class GaussianKernels:
         if dtype not in self._siblings:
             self._siblings[dtype] = GaussianKernels(self.covariance_type, self.weights, self.means, self.precisions_chol,
                                                     scratch=self.scratch, n_threads=self.n_threads, frames=self.frames,
-                                                    box=self.box, dtype=dtype)
+                                                    box=self.box, dtype=dtype, centre=self.centre)
         return self._siblings[dtype]
+
+    def _phi(self, X, w):
+        "The feature table Φ of a chunk (diag, spherical) in scratch: the fit's kept rows copied when X lies in the fit's array, else made."
+        kept = None if self.features is None else self.features.rows_of(X)
+        if kept is None: return self.kind.features(self, X, w)
+        (m, width), c_order = kept.shape, kept.flags.c_contiguous   # the layout `features` makes (see `_centred`)
+        phi = self.scratch.get('phi', (m, width), w, self.dtype) if c_order else self.scratch.get('phi', (width, m), w, self.dtype).T
+        np.copyto(phi, kept)                             # one streaming copy: BLAS reads a cold Φ at half its speed
+        return phi
+
+    def feature_table(self,
+        X:np.ndarray, # a fit's rows, shape (n, d)
+    )->np.ndarray|None: # Φ of every row in the kernels' dtype and chunk layout, (n, width); None for full and tied (Φ depends on θ)
+        "Diag's [x̃, x̃²] (spherical's [x̃, |x̃|²]) at these kernels' centre, for a fit to keep: then no E-step forms it again."
+        if not self.kind.fit_features: return None
+        out = None
+        for a, b in _chunks(len(X), self.rows):
+            phi = self.kind.features(self, X[a:b], 0)
+            if out is None: out = np.empty((len(X), phi.shape[1]), self.dtype, order='C' if phi.flags.c_contiguous else 'F')
+            out[a:b] = phi
+        return out
 
     def _centred(self, X, w, extra:int=0):
         "x̃ = X - c of a chunk as an (m, d + extra) array in worker w's scratch; columns d: are left to the caller."
@@ -851,7 +882,7 @@ class GaussianKernels:
             else:
                 wc = sample_weight[a:b]
                 sums = np.array([wc.sum(), wc @ log_norm, wc @ cross, wc @ neg_h])
-                if stats: resp *= wc[:, None]
+                if stats: resp *= wc.astype(resp.dtype)[:, None]   # float32 rows: no float64 pass over the table
             if not stats: return sums, None
             return sums, (resp.sum(0, dtype=np.float64),) + tuple(self._stats_chunk(Xc, resp, w, st, phi))
         parts = run_chunks(chunk, len(X), self.rows, self.n_threads)
@@ -868,7 +899,7 @@ class GaussianKernels:
         if sample_weight is None: W, ll, ell, nh = float(len(X)), _sum64(log_norm), _sum64(cross), _sum64(neg_h)
         else:
             W, ll, ell, nh = float(sample_weight.sum()), sample_weight @ log_norm, sample_weight @ cross, sample_weight @ neg_h
-            if stats: resp *= sample_weight[:, None]
+            if stats: resp *= sample_weight.astype(resp.dtype)[:, None]
         return EStep(W, float(ll), float(ell), float(nh), self.stats(X, resp) if stats else None)
 
     def parameters(self,
