@@ -103,13 +103,14 @@ class _RowTerms(_RowRange):
                  for b in [min(a + DEFAULT_BLOCK_SIZE, len(X))]]
         return None if parts[0] is None else cls(X, np.concatenate(parts))
 
-BLOCK_CACHE_BYTES = 2**30   # most bytes a fit keeps of its blocks' structure; blocks beyond it make theirs every E-step
+BLOCK_CACHE_BYTES = 2**28   # most bytes a fit keeps of its blocks' structure; blocks beyond it make theirs every E-step
 
 class _BlockCache(_RowRange):
     "Whatever a family derives from a block of the fit's in-memory rows alone, made on the block's first E-step and kept for the fit."
-    def __init__(self, X:np.ndarray, budget:int=BLOCK_CACHE_BYTES):
+    def __init__(self, X:np.ndarray, budget:int|None=None):   # None: BLOCK_CACHE_BYTES
         super().__init__(X)
-        self._kept, self._free = {}, budget                    # (first row, rows) -> the block's structure, never modified
+        self._kept = {}                                       # (first row, rows) -> the block's structure, never modified
+        self._free = BLOCK_CACHE_BYTES if budget is None else budget
 
     def __reduce__(self): return (_BlockCache, (np.empty((0, self.shape[1]), self.dtype),))   # pickles empty
 

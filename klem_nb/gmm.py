@@ -80,7 +80,7 @@ def covariances_from_precisions_cholesky(
     return COVARIANCE[covariance_type].covariances(precisions_chol)
 
 # %% ../nbs/11_gmm.ipynb #0de22521
-KEEP_FEATURES_BYTES = 2**30   # a diag or spherical fit keeps its features Φ (about twice X) up to this size
+KEEP_FEATURES_BYTES = 2**28   # a diag or spherical fit keeps its features Φ (about twice X) up to this size
 
 class GaussianMixture(BaseMixture):
     """Gaussian mixture with scikit-learn's API, fitted by klem_nb's EM engine.
