@@ -237,6 +237,7 @@ def check_gaussian_parameters(
     return X
 
 # %% ../nbs/07_gaussian.ipynb #cd89cda0
+import copy
 import math
 import os
 import threading
@@ -769,6 +770,15 @@ class GaussianKernels:
         np.copyto(phi, kept)                             # one streaming copy: BLAS reads a cold Φ at half its speed
         return phi
 
+    def with_features(self,
+        features, # another kept feature table at the same centre and dtype (`rows_of(X)`), or None
+    )->'GaussianKernels':
+        "These kernels reading Φ from `features` instead (a shallow copy: same θ, same scratch); themselves if Φ depends on θ or features is None."
+        if features is None or not self.kind.fit_features: return self
+        other = copy.copy(self)
+        other.features, other._siblings = features, {}
+        return other
+
     def feature_table(self,
         X:np.ndarray, # a fit's rows, shape (n, d)
     )->np.ndarray|None: # Φ of every row in the kernels' dtype and chunk layout, (n, width); None for full and tied (Φ depends on θ)
@@ -960,6 +970,7 @@ class Holes:
         "Bytes held (what a fit's `_BlockCache` counts against its budget)."
         arrays = [v for v in vars(self).values() if isinstance(v, np.ndarray)]
         arrays += [a for g in getattr(self, 'groups', []) for a in g if isinstance(a, np.ndarray)]
+        arrays += [v.values for v in vars(self).values() if hasattr(v, 'rows_of')]   # a kept Φ of the filled rows
         return sum(a.nbytes for a in arrays)
 
     def _layout(self):
@@ -1001,6 +1012,7 @@ class MissingRows:
         self.k, self.d = kern.k, kern.d
         if holes is None: holes = Holes(X, kern._for(X).centre, self.kind.solves)   # c: y - c is exactly 0 on the holes
         self.holes, self.rows, self.cols, self.n_missing = holes, holes.rows, holes.cols, holes.n_missing
+        self.kern = kern = kern.with_features(getattr(holes, 'features', None))   # diag, spherical: Φ of y kept with the holes
         self.filled, self.fill = holes.filled, holes.fill     # y, and its value f on the holes
         self.mu = kern.means - self.fill                      # the means from f, (k, d)
         self.log_joint = np.asarray(kern.log_joint(self.filled), dtype=np.float64)   # log π_j N(y | μ_j, Σ_j), (n, k)

@@ -371,7 +371,11 @@ class GaussianMixture(BaseMixture):
         if self.nan_policy != 'marginalize': return None
         def make(X):
             if not np.isnan(X).any(): return None
-            return Holes(X, self._kernels()._for(X).centre, COVARIANCE[self.covariance_type].solves)
+            kern = self._kernels()._for(X)
+            holes = Holes(X, kern.centre, COVARIANCE[self.covariance_type].solves)
+            if getattr(self, '_fit_features', None) is not None:   # the fit keeps Φ: also that of the filled rows, at the same c
+                holes.features = _RowTerms(holes.filled, kern.feature_table(holes.filled))
+            return holes
         kept = getattr(self, '_fit_blocks', None)
         return make(X) if kept is None else kept.get(X, make)
 

@@ -420,3 +420,48 @@ def test_any_fill_gives_the_same_rows_far_from_origin(t):
     np.testing.assert_allclose(elsewhere.imputed(resp), at_c.imputed(resp), rtol=1e-13)
     a, b = elsewhere.stats(resp), at_c.stats(resp)
     for key in a: np.testing.assert_allclose(a[key], b[key], rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.parametrize('t', ['diag', 'spherical'])
+def test_holes_keep_the_filled_rows_features(t, monkeypatch):
+    "From d = 16 a diag/spherical fit keeps Φ of each block's filled rows with its Holes: the same fit, bit for bit, as forming Φ every E-step."
+    import klem_nb.gmm as gmm
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(3000, 16)) + np.repeat(rng.normal(scale=3, size=(3, 16)), 1000, axis=0)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    kw = dict(covariance_type=t, nan_policy='marginalize', random_state=0, max_iter=5, tol=0)
+    seen = []
+    real = gmm.Holes.__init__
+    def spy(self, *a, **k):
+        real(self, *a, **k)
+        seen.append(self)
+    monkeypatch.setattr(gmm.Holes, '__init__', spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        kept = GaussianMixture(3, **kw).fit(X)
+        assert seen and all(getattr(h, 'features', None) is not None for h in seen)
+        assert all(h.nbytes > h.features.values.nbytes for h in seen)   # counted against the fit's budget
+        monkeypatch.setattr(gmm, 'KEEP_FEATURES_BYTES', 0)
+        made = GaussianMixture(3, **kw).fit(X)
+    assert kept.lower_bound_ == made.lower_bound_
+    np.testing.assert_array_equal(kept.means_, made.means_)
+    np.testing.assert_array_equal(kept.covariances_, made.covariances_)
+
+
+def test_mutation_stale_holes_features_change_the_fit(monkeypatch):
+    "Corrupting the kept Φ of the filled rows changes the fit: the E-step really reads it."
+    import klem_nb.gmm as gmm
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(3000, 16)) + np.repeat(rng.normal(scale=3, size=(3, 16)), 1000, axis=0)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    kw = dict(covariance_type='diag', nan_policy='marginalize', random_state=0, max_iter=5, tol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        good = GaussianMixture(3, **kw).fit(X)
+        real = gmm._RowTerms.__init__
+        def corrupt(self, X, values):
+            real(self, X, values)
+            if values is not None and np.isfinite(X).all(): self.values = values * 1.01   # only the filled rows' Φ
+        monkeypatch.setattr(gmm._RowTerms, '__init__', corrupt)
+        bad = GaussianMixture(3, **kw).fit(X)
+    assert abs(bad.lower_bound_ - good.lower_bound_) > 1e-6 * abs(good.lower_bound_)
