@@ -773,7 +773,7 @@ class GaussianKernels:
     def with_features(self,
         features, # another kept feature table at the same centre and dtype (`rows_of(X)`), or None
     )->'GaussianKernels':
-        "These kernels reading Φ from `features` instead (a shallow copy: same θ, same scratch); themselves if Φ depends on θ or features is None."
+        "These kernels reading Φ from `features` (a shallow copy: same θ and scratch); themselves where Φ depends on θ."
         if features is None or not self.kind.fit_features: return self
         other = copy.copy(self)
         other.features, other._siblings = features, {}

@@ -273,6 +273,7 @@ class GaussianMixture(BaseMixture):
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', RuntimeWarning)
                 c = np.nan_to_num(np.nanmean(X, 0, dtype=np.float64))
+            return c, None                                 # its blocks' Holes keep Φ of their filled rows instead
         dtype = np.float32 if X.dtype == np.float32 else np.float64
         if 2 * X.size * np.dtype(dtype).itemsize > KEEP_FEATURES_BYTES: return c, None
         kern = GaussianKernels(self.covariance_type, np.ones(1), c[None], None, centre=c, dtype=dtype)
@@ -373,7 +374,7 @@ class GaussianMixture(BaseMixture):
             if not np.isnan(X).any(): return None
             kern = self._kernels()._for(X)
             holes = Holes(X, kern.centre, COVARIANCE[self.covariance_type].solves)
-            if getattr(self, '_fit_features', None) is not None:   # the fit keeps Φ: also that of the filled rows, at the same c
+            if getattr(self, '_centre', None) is not None:   # a fit that fixes c keeps Φ of the filled rows (the cache's budget)
                 holes.features = _RowTerms(holes.filled, kern.feature_table(holes.filled))
             return holes
         kept = getattr(self, '_fit_blocks', None)

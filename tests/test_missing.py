@@ -424,7 +424,7 @@ def test_any_fill_gives_the_same_rows_far_from_origin(t):
 
 @pytest.mark.parametrize('t', ['diag', 'spherical'])
 def test_holes_keep_the_filled_rows_features(t, monkeypatch):
-    "From d = 16 a diag/spherical fit keeps Φ of each block's filled rows with its Holes: the same fit, bit for bit, as forming Φ every E-step."
+    "From d = 16 a diag/spherical fit keeps Φ of each block's filled rows with its Holes (not Φ of X): the same fit, bit for bit, as forming Φ every E-step."
     import klem_nb.gmm as gmm
     rng = np.random.default_rng(7)
     X = rng.normal(size=(3000, 16)) + np.repeat(rng.normal(scale=3, size=(3, 16)), 1000, axis=0)
@@ -438,10 +438,12 @@ def test_holes_keep_the_filled_rows_features(t, monkeypatch):
     monkeypatch.setattr(gmm.Holes, '__init__', spy)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        kept = GaussianMixture(3, **kw).fit(X)
+        est = GaussianMixture(3, **kw)
+        assert est._fit_frame(X)[1] is None                    # X's own Φ: not made for data with holes
+        kept = est.fit(X)
         assert seen and all(getattr(h, 'features', None) is not None for h in seen)
         assert all(h.nbytes > h.features.values.nbytes for h in seen)   # counted against the fit's budget
-        monkeypatch.setattr(gmm, 'KEEP_FEATURES_BYTES', 0)
+        monkeypatch.setattr(gaussian.GaussianKernels, 'with_features', lambda self, features: self)   # Φ formed every E-step
         made = GaussianMixture(3, **kw).fit(X)
     assert kept.lower_bound_ == made.lower_bound_
     np.testing.assert_array_equal(kept.means_, made.means_)
