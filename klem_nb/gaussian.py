@@ -964,13 +964,14 @@ class Holes:
         self.filled[self.rows, self.cols] = self.fill[self.cols]
         if solves: self._layout()
         else: self.gone = self.mask.astype(np.float64)
+        self.features = None          # diag, spherical: a fit may keep Φ of `filled` here (`rows_of`, like the fit's own)
 
     @property
     def nbytes(self)->int:
         "Bytes held (what a fit's `_BlockCache` counts against its budget)."
         arrays = [v for v in vars(self).values() if isinstance(v, np.ndarray)]
         arrays += [a for g in getattr(self, 'groups', []) for a in g if isinstance(a, np.ndarray)]
-        arrays += [v.values for v in vars(self).values() if hasattr(v, 'rows_of')]   # a kept Φ of the filled rows
+        if self.features is not None: arrays.append(self.features.values)
         return sum(a.nbytes for a in arrays)
 
     def _layout(self):
@@ -1008,11 +1009,11 @@ class MissingRows:
         holes:Holes|None=None, # X's `Holes` (a fit keeps them from one iteration to the next); None: filled at the kernels' centre
     ):
         if kern is None: kern = GaussianKernels(covariance_type, weights, means, precisions_chol)
+        if holes is None: holes = Holes(X, kern._for(X).centre, kern.kind.solves)   # c: y - c is exactly 0 on the holes
+        kern = kern.with_features(holes.features)             # diag, spherical: Φ of y, if kept with the holes
         self.kern, self.kind, self.covariance_type = kern, kern.kind, kern.covariance_type
         self.k, self.d = kern.k, kern.d
-        if holes is None: holes = Holes(X, kern._for(X).centre, self.kind.solves)   # c: y - c is exactly 0 on the holes
         self.holes, self.rows, self.cols, self.n_missing = holes, holes.rows, holes.cols, holes.n_missing
-        self.kern = kern = kern.with_features(getattr(holes, 'features', None))   # diag, spherical: Φ of y kept with the holes
         self.filled, self.fill = holes.filled, holes.fill     # y, and its value f on the holes
         self.mu = kern.means - self.fill                      # the means from f, (k, d)
         self.log_joint = np.asarray(kern.log_joint(self.filled), dtype=np.float64)   # log π_j N(y | μ_j, Σ_j), (n, k)
