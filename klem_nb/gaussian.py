@@ -6,9 +6,10 @@
 __all__ = ['COVARIANCE_TYPES', 'CHUNK_BYTES', 'MIN_CHUNK_ROWS', 'PARALLEL_FLOPS_PER_ROW', 'BY_ROWS_MIN_D', 'COVARIANCE',
            'FUSED_MIN_ROWS', 'compute_precision_cholesky', 'log_det_cholesky', 'estimate_log_gaussian_prob',
            'full_covariances', 'estimate_gaussian_parameters', 'gaussian_stats', 'gaussian_parameters_from_stats',
-           'check_gaussian_parameters', 'Scratch', 'available_cpus', 'one_blas_thread', 'run_chunks', 'CovarianceType',
-           'FullCovariance', 'TiedCovariance', 'DiagCovariance', 'SphericalCovariance', 'precision_cholesky',
-           'GaussianKernels', 'missing_groups', 'Holes', 'MissingRows', 'ObservedRows', 'observed_e_step']
+           'check_gaussian_parameters', 'Scratch', 'available_cpus', 'thread_pool', 'one_blas_thread', 'run_chunks',
+           'CovarianceType', 'FullCovariance', 'TiedCovariance', 'DiagCovariance', 'SphericalCovariance',
+           'precision_cholesky', 'GaussianKernels', 'missing_groups', 'Holes', 'MissingRows', 'ObservedRows',
+           'observed_e_step']
 
 # %% ../nbs/07_gaussian.ipynb #204886a9
 import numpy as np
@@ -288,7 +289,7 @@ def available_cpus()->int: # the number of CPUs this process may run on
 
 _POOLS, _BLAS = {}, []
 
-def _pool(n_threads:int)->ThreadPoolExecutor:
+def thread_pool(n_threads:int)->ThreadPoolExecutor:
     "One shared pool of worker threads per size, made on first use."
     if n_threads not in _POOLS: _POOLS[n_threads] = ThreadPoolExecutor(n_threads, thread_name_prefix='klem_nb')
     return _POOLS[n_threads]
@@ -313,7 +314,10 @@ def run_chunks(
     T = min(n_threads, len(chunks))
     if T <= 1: return [fn(a, b, 0) for a, b in chunks]
     def work(w): return [fn(a, b, w) for a, b in chunks[w::T]]
-    with one_blas_thread(): return [r for part in _pool(T).map(work, range(T)) for r in part]
+    with one_blas_thread():                                   # this thread is worker 0, T - 1 pool threads the others:
+        others = [thread_pool(T - 1).submit(work, w) for w in range(1, T)]   # no hand-off and wake-up for its share
+        mine = work(0)
+        return mine + [r for f in others for r in f.result()]
 
 # %% ../nbs/07_gaussian.ipynb #4e517cf5
 _EPS = np.finfo(np.float64).eps

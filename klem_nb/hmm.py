@@ -4,8 +4,7 @@
 
 # %% ../nbs/14_hmm.ipynb #8cfd28dd
 from __future__ import annotations
-import copy, os, queue
-from concurrent.futures import ThreadPoolExecutor
+import copy, inspect, os, queue, re, textwrap
 from functools import partial
 
 import numpy as np
@@ -14,7 +13,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .em import EStep, EMModel, em, is_dask_array, reduce_blocks, unit_chunks, UnitChunks
-from .gaussian import compute_precision_cholesky, estimate_log_gaussian_prob, log_det_cholesky, available_cpus, one_blas_thread
+from .gaussian import compute_precision_cholesky, estimate_log_gaussian_prob, log_det_cholesky, available_cpus, one_blas_thread, thread_pool
 
 # %% auto #0
 __all__ = ['CHUNKED_MIN_T', 'CHUNKED_MAX_K', 'PAD_RATIO', 'USE_NUMBA', 'INIT_SAMPLE_ROWS', 'Sequences', 'split_lengths',
@@ -68,6 +67,7 @@ def _colsum(a:np.ndarray)->np.ndarray:
     return np.ones(len(a)) @ a
 
 _TINY = np.finfo(float).tiny
+_HUGE = 1 / _TINY   # 4.5e307: the largest argument a compiled loop hands to log
 
 def _plog(p:np.ndarray, v:np.ndarray)->np.ndarray:
     "Σ p log v over all axes but the first, with 0 · log 0 = 0 (v > 0 wherever p > 0)."
@@ -253,7 +253,7 @@ class HMMModel(EMModel):
     "The `EMModel` of an HMM: the data units are whole sequences, θ = (π, A, emission parameters) in `theta`."
     def __init__(self, est, theta:dict, n_jobs:int=1):
         self.est, self.theta, self.n_jobs = est, theta, n_jobs
-        self._prior, self._data, self._scratch, self._pool, self._logs = (None, 0.0), {}, queue.SimpleQueue(), None, (None, None)
+        self._prior, self._data, self._scratch, self._logs = (None, 0.0), {}, queue.SimpleQueue(), (None, None)
 
     def log_prior(self)->float:
         "log p(θ) of hmmlearn's priors at the current θ (0 when flat), once per θ: `em` adds it to the ledger's L and F."
@@ -320,9 +320,12 @@ class HMMModel(EMModel):
         chunks = _chunks_of(S.lengths, _ROWS_PER_COMPILED_CHUNK if _compiled() is not None else _ROWS_PER_CHUNK)
         def run(ab): return self._e_chunk(S[ab[0]:ab[1]], w[ab[0]:ab[1]], stats)
         with one_blas_thread():                                   # tall-skinny products: one BLAS thread is faster
-            if self.n_jobs > 1 and len(chunks) > 1:
-                if self._pool is None: self._pool = ThreadPoolExecutor(self.n_jobs)   # one pool for the model's E-steps
-                parts = list(self._pool.map(run, chunks))
+            T = min(self.n_jobs, len(chunks))
+            if T > 1:                                             # this thread takes every T-th chunk, T - 1 threads of
+                def share(i): return [run(ab) for ab in chunks[i::T]]   # the package's pool (kept from fit to fit) the rest
+                others = [thread_pool(T - 1).submit(share, i) for i in range(1, T)]
+                by = [share(0)] + [f.result() for f in others]
+                parts = [by[i % T][i // T] for i in range(len(chunks))]   # back in chunk order: the same sums for any T
             else: parts = [run(ab) for ab in chunks]
         total = parts[0]
         for p in parts[1:]: total = total + p
@@ -347,19 +350,39 @@ _UNROLL_MIN_ROWS = 4_096   # ...for chunks of at least this many rows, which rep
 
 def _unroll(k:int, n:int)->bool: return k <= _UNROLL_K and n >= _UNROLL_MIN_ROWS
 
-def _fb_loops(log_B, vb, shift, starts, w, pi, A, alpha, rc, gamma, wgamma, wu, out, backward):
+def _vec(pi):
+    "A state vector of k entries for the loops below: an array; compiled with π a tuple, a tuple of scalars (registers)."
+    return np.empty(len(pi))
+
+def _put(v, j:int, x:float):
+    "v with entry j set to x: an array in place; a tuple (compiled loops only) as a new tuple."
+    v[j] = x
+    return v
+
+def _in_place(f):
+    """`f` rewritten for state vectors that are arrays (`v = _put(v, j, x)` as `v[j] = x`), compiled from this file:
+    numba counts references on each reassignment of an array, which would cost more than the loops' arithmetic."""
+    src = textwrap.dedent(inspect.getsource(f))
+    src = re.sub(r'(\w+) = _put\(\1, (\w+), (.+)\)(\s*#.*)?$', r'\1[\2] = \3\4', src, flags=re.M)
+    src = src.replace('_vec(pi)', 'np.empty(len(pi))')
+    assert '_put' not in src and '_vec' not in src
+    ns = {}
+    exec(compile(src, f.__code__.co_filename, 'exec'), f.__globals__, ns)
+    return ns[f.__name__]
+
+def _fb_loops(log_B, vb, shift, starts, w, pi, A, alpha, rc, arg, wgamma, wu, out, backward):
     """(14.4) one sequence at a time in plain loops, with the E-step's sums in the backward loop. In: log b (n, k)
     of a chunk's rows, b̂ = exp(log b - shift) in `vb`, each row's shift (n,), sequence starts (m + 1,), weights (m,),
-    π (an array, or a tuple: then k is a compile-time constant), A. Out, per row: w·γ (n, k); the arguments of the
-    three logarithms of (14.5), clamped to 1 where a row has no such term: α̂ in `alpha` (not clamped to tiny: the
-    caller does that after its product), b̂ β̂ in `vb`, γ in `gamma` (both clamped to tiny); w b̂_t β̂_t / c_t in `wu` (0
-    at a sequence's first step), so that Σ_t α̂_t-1 ⊗ wu_t, ξ's sum before the factor A, is one matrix product; in `out`
+    π (an array, or a tuple: then k is a compile-time constant), A. Out, per row: α̂ in `alpha`, w·γ (n, k); in `arg`
+    the product of the arguments of the row's three logarithms in (14.5), α̂ b̂β̂ / γ (at a sequence's first step α̂
+    alone, which is γ in a one-step chain; at its last b̂β̂ alone; within [tiny, 1/tiny]); w b̂_t β̂_t / c_t in
+    `wu` (0 at a sequence's first step), so that Σ_t α̂_t-1 ⊗ wu_t, ξ's sum before the factor A, is one matrix product; in `out`
     (m + 3 + k,): log p(x) of each sequence, Σ w γ log b, Σ w Σ_t>1 log c_t, a status (1: an observation impossible in
     every state, 2: a sequence impossible) and Σ w γ_1 (k,). `backward` False: the forward loop alone, for log p(x)."""
     k = len(pi)
     m = len(starts) - 1
     AT = np.ascontiguousarray(A.T)
-    nxt, beta, u = np.empty(k), np.empty(k), np.empty(k)
+    nxt, beta, u = _vec(pi), _vec(pi), _vec(pi)                # α̂'s and β̂'s chains: in registers when k is fixed
     start = np.zeros(k)
     ell_b, log_c, status = 0.0, 0.0, 0.0
     for s in range(m):
@@ -367,13 +390,13 @@ def _fb_loops(log_B, vb, shift, starts, w, pi, A, alpha, rc, gamma, wgamma, wu, 
         lc_first, lc_in, prod, sh, r = 0.0, 0.0, 1.0, 0.0, 1.0
         for t in range(a, b):                                   # forward: α̂_t into alpha, 1 / c_t into rc
             if t == a:
-                for j in range(k): nxt[j] = pi[j] * vb[t, j]
+                for j in range(k): nxt = _put(nxt, j, pi[j] * vb[t, j])
             else:                                               # c_t-1 α̂_t-1 A b̂_t / c_t-1: the division waits
-                for j in range(k): u[j] = 0.0                   # for the sum c_t-1 off the chain of steps
+                for j in range(k): u = _put(u, j, 0.0)          # for the sum c_t-1 off the chain of steps
                 for i in range(k):                              # one row of A at a time
                     ai = nxt[i]
-                    for j in range(k): u[j] += ai * A[i, j]
-                for j in range(k): nxt[j] = u[j] * vb[t, j] * r
+                    for j in range(k): u = _put(u, j, u[j] + ai * A[i, j])
+                for j in range(k): nxt = _put(nxt, j, u[j] * vb[t, j] * r)
             tot = 0.0
             for j in range(k): tot += nxt[j]
             if not tot > 0:                                     # 1: b_t = 0 in every state; 2: the chain cannot go on
@@ -395,32 +418,32 @@ def _fb_loops(log_B, vb, shift, starts, w, pi, A, alpha, rc, gamma, wgamma, wu, 
         if status != 0: break                                   # the caller raises
         if not backward: continue
         log_c += ws * lc_in
-        for j in range(k): beta[j] = 1.0
+        for j in range(k): beta = _put(beta, j, 1.0)
         for t in range(b - 1, a - 1, -1):                      # backward: γ_t and its sums, then ξ_t-1 and β̂_t-1
             g = 0.0
             for j in range(k): g += alpha[t, j] * beta[j]
             rg, r, e = 1.0 / g, rc[t], 0.0
             for j in range(k):
-                gj = alpha[t, j] * beta[j] * rg
-                gamma[t, j], wgamma[t, j] = max(gj, _TINY), ws * gj
+                aj = alpha[t, j]
+                gj = aj * beta[j] * rg
+                wgamma[t, j] = ws * gj
                 e += gj * max(log_B[t, j], -1e300)              # 0 log 0 = 0: γ = 0 wherever b = 0
                 ub = vb[t, j] * beta[j]
-                vb[t, j] = max(ub, _TINY)
-                u[j] = ub * r
+                u = _put(u, j, ub * r)
+                v = aj / max(gj, _TINY) * ub                    # log α̂ + log b̂β̂ - log γ (where γ = 0 any finite
+                arg[t, j] = min(max(v, _TINY), _HUGE)           # value: its weight is 0); first and last steps below
             ell_b += ws * e
             if t > a:
                 for j in range(k): wu[t, j] = ws * u[j]
-                for i in range(k): beta[i] = 0.0
+                for i in range(k): beta = _put(beta, i, 0.0)
                 for j in range(k):                              # β̂_t-1 = A u, one column of A at a time
                     uj = u[j]
-                    for i in range(k): beta[i] += AT[j, i] * uj
-        for j in range(k):                                      # the rows' terms that (14.5) leaves out: log 1 = 0
-            wu[a, j] = 0.0                                      # no pair ends at the first step
-            start[j] += wgamma[a, j]
-            vb[a, j] = 1.0                                      # no b̂ β̂ term at the first step
-            if b - a == 1: alpha[a, j] = gamma[a, j]            # a one-step chain: Σ γ log γ alone
-            else: alpha[b - 1, j] = 1.0                         # no α̂ term at the last step
-            gamma[a, j], gamma[b - 1, j] = 1.0, 1.0             # -γ log γ only inside the chain
+                    for i in range(k): beta = _put(beta, i, beta[i] + AT[j, i] * uj)
+        for j in range(k):                                      # the first and last steps' terms (where γ = 0 any
+            wu[a, j] = 0.0                                      # finite argument gives the term 0): no pair ends at
+            start[j] += wgamma[a, j]                            # the first step, which has log α̂ alone (a one-step
+            arg[a, j] = min(max(alpha[a, j], _TINY), 1.0)       # chain's Σ γ log γ: there γ = α̂); the last has log b̂β̂
+            if b - a > 1: arg[b - 1, j] = min(max(vb[b - 1, j], _TINY), 1.0)   # alone, and β̂ = 1 there: b̂ ≤ 1
     out[m], out[m + 1], out[m + 2] = ell_b, log_c, status
     out[m + 3:] = start
 
@@ -482,22 +505,38 @@ def _diag_loops(X, means, prec, const, out):
 
 _COMPILED = {}
 
+def _register_state_vectors(numba):
+    "Teach numba `_vec` and `_put` for tuples: with π a tuple, the loops' state vectors are tuples, kept in registers."
+    from numba.core import types
+    from numba.cpython.unsafe.tuple import tuple_setitem
+    def vec(pi):
+        if isinstance(pi, types.BaseTuple): return lambda pi: pi
+        return lambda pi: np.empty(len(pi))
+    def put(v, j, x):
+        if isinstance(v, types.BaseTuple): return lambda v, j, x: tuple_setitem(v, j, x)
+        def impl(v, j, x):
+            v[j] = x
+            return v
+        return impl
+    numba.extending.overload(_vec)(vec)
+    numba.extending.overload(_put)(put)
+
 def _compiled()->dict|None:
     "The loops above compiled by numba (nogil, cached on disk when it can be), once per process; None without numba or when `USE_NUMBA` is off."
     if not USE_NUMBA: return None
     if not _COMPILED:
         try: import numba
         except ImportError: _COMPILED['none'] = True; return None
-        for name, f in (('fb', _fb_loops), ('shift', _shift_loops), ('diag', _diag_loops), ('full', _full_loops), ('count', _count_loops),
+        _register_state_vectors(numba)
+        for name, f in (('fb', _fb_loops), ('fb_arrays', _in_place(_fb_loops)), ('shift', _shift_loops), ('diag', _diag_loops), ('full', _full_loops), ('count', _count_loops),
                         ('gather', _gather_loops)):
             try: _COMPILED[name] = numba.njit(nogil=True, error_model='numpy', cache=True)(f)
             except Exception: _COMPILED[name] = numba.njit(nogil=True, error_model='numpy')(f)   # caching can fail (read-only install): compile per process
     return None if 'none' in _COMPILED else _COMPILED
 
 def _work(scratch:dict, n:int, k:int)->tuple:
-    """The compiled E-step's work arrays for n rows: α̂, b̂, γ, w·γ, log b, w·u (n, k), 1/c and the shifts (n,); views
-    of arrays kept in `scratch` (as large as the largest chunk) from one call to the next. The first three are slices
-    of one (6, rows, k) array, so that the entropy's logarithms are one numpy call."""
+    """The compiled E-step's work arrays for n rows: α̂, b̂, the entropy's log arguments, w·γ, log b, w·u (n, k), 1/c and
+    the shifts (n,); views of arrays kept in `scratch` (as large as the largest chunk) from one call to the next."""
     if scratch.get('k') != k or scratch['rows'] < n:
         scratch.update(k=k, rows=n, arrays=np.empty((6, n, k)), rc=np.empty(n), shift=np.empty(n))
     return tuple(scratch['arrays'][:, :n]) + (scratch['rc'][:n], scratch['shift'][:n])
@@ -512,26 +551,25 @@ def _fb_compiled(kern:dict, log_B, starts, w, startprob, transmat, scratch:dict|
     m = len(starts) - 1
     starts = np.ascontiguousarray(starts, np.int64)
     scratch = {} if scratch is None else scratch
-    alpha, vb, gamma, wg, _, wu, rc, shift = _work(scratch, n, k)
+    alpha, vb, arg, wg, _, wu, rc, shift = _work(scratch, n, k)
     out = np.empty(m + 3 + k)
     log_B = np.ascontiguousarray(log_B, float)
     if not scaled:
         kern['shift'](log_B, shift, vb)                         # each step's emissions scaled by their largest, as in numpy
         np.exp(vb, out=vb)                                      # b̂, by numpy's vectorised exp
     pi = np.ascontiguousarray(startprob, float)
-    kern['fb'](log_B, vb, shift, starts, np.ascontiguousarray(w, float), tuple(pi) if _unroll(k, n) else pi,
-               np.ascontiguousarray(transmat, float), alpha, rc, gamma, wg, wu, out, backward)
+    small = _unroll(k, n)                                       # π a tuple: state in registers; else arrays in place
+    kern['fb' if small else 'fb_arrays'](log_B, vb, shift, starts, np.ascontiguousarray(w, float), tuple(pi) if small else pi,
+                                         np.ascontiguousarray(transmat, float), alpha, rc, arg, wg, wu, out, backward)
     if out[m + 2] == 1: raise ValueError("an observation has probability 0 under every state")
     if out[m + 2] == 2: raise ValueError("a sequence has probability 0 under the current parameters (check zeros in startprob_/transmat_)")
     if not backward: return out[:m], None, None, None, None, None
     xi = transmat * (alpha[:-1].T @ wu[1:])                    # Σ w ξ_t: one product instead of k² updates a step
-    np.maximum(alpha, _TINY, out=alpha)                         # log α̂ finite where α̂ = 0 (and γ = 0)
-    # (14.5) = Σ w γ log α̂ + Σ w γ log b̂β̂ - Σ w γ log γ - Σ w log c + Σ ξ log A, each row's terms as the loops left them,
-    # by numpy's vectorised log in place (α̂, b̂β̂, γ at once: slices of one array) and one product with w·γ
-    three = scratch['arrays'][:3, :n]
-    la, lv, lg = np.log(three, out=three).reshape(3, -1) @ wg.reshape(-1)
+    # (14.5) = Σ w γ log α̂ + Σ w γ log b̂β̂ - Σ w γ log γ - Σ w log c + Σ ξ log A: the first three sums are one sum of
+    # w γ log(α̂ b̂β̂ / γ) over the rows' arguments as the loops left them, by numpy's vectorised log in place
+    lq = np.log(arg, out=arg).reshape(-1) @ wg.reshape(-1)
     if log_A0 is None: log_A0 = _log0(transmat)
-    neg_h = la + lv - lg - out[m + 1] + xi.reshape(-1) @ log_A0.reshape(-1)
+    neg_h = lq - out[m + 1] + xi.reshape(-1) @ log_A0.reshape(-1)
     return out[:m], wg, out[m + 3:], xi, float(neg_h), out[m]
 
 # %% ../nbs/14_hmm.ipynb #a1679b70

@@ -467,7 +467,7 @@ def test_compiled_without_a_disk_cache():
 @pytest.mark.skipif(numba is None, reason='numba is not installed')
 @pytest.mark.parametrize('k, unroll', [(3, True), (3, False), (11, True)])   # loops unrolled for k <= 8, generic otherwise
 def test_compiled_entropy_equals_direct_formula(k, unroll, monkeypatch):
-    "The compiled E-step's Σ q log q (from three logs per row) equals Σ_t Σ_ij ξ log(ξ/γ_t) + Σ γ_1 log γ_1 with explicit ξ_t."
+    "The compiled E-step's Σ q log q (one log per row and state) equals Σ_t Σ_ij ξ log(ξ/γ_t) + Σ γ_1 log γ_1 with explicit ξ_t."
     import klem_nb.hmm as H
     monkeypatch.setattr(H, 'USE_NUMBA', True)
     monkeypatch.setattr(H, '_UNROLL_MIN_ROWS', 0 if unroll else 10 ** 9)
@@ -491,6 +491,9 @@ def test_compiled_entropy_equals_direct_formula(k, unroll, monkeypatch):
         direct += w[s] * h
     np.testing.assert_allclose(neg_h, direct, rtol=1e-10)
     np.testing.assert_allclose(xi, xi_sum, rtol=1e-10)
+    monkeypatch.setattr(H, '_UNROLL_MIN_ROWS', 10 ** 9 if unroll else 0)   # the other loops (k <= 8): the same sums
+    other = H._fb_compiled(H._compiled(), log_B, starts, w, pi, A)
+    for a, b in zip((ll, wg, start, xi, neg_h, ell_b), other): np.testing.assert_array_equal(a, b)
 
 @pytest.mark.skipif(numba is None, reason='numba is not installed')
 def test_compiled_gamma_mutation_opens_the_gap(monkeypatch):
@@ -503,11 +506,11 @@ def test_compiled_gamma_mutation_opens_the_gap(monkeypatch):
         tr = est.trace_
         return np.abs(tr.kl_gap[tr.step == 'E']).max() / np.abs(tr.free_energy).max()
     assert gaps() < 1e-12
-    real = H._compiled()['fb']
-    def bent(*args):
-        real(*args)
-        if args[-1]: args[10][::7] *= 1.001                          # w·γ of every 7th row, 0.1% off
-    monkeypatch.setitem(H._COMPILED, 'fb', bent)
+    for key in ('fb', 'fb_arrays'):                                 # the loops with state in registers, and in arrays
+        def bent(*args, real=H._compiled()[key]):
+            real(*args)
+            if args[-1]: args[10][::7] *= 1.001                      # w·γ of every 7th row, 0.1% off
+        monkeypatch.setitem(H._COMPILED, key, bent)
     assert gaps() > 1e-6
 
 @pytest.mark.skipif(numba is None, reason='numba is not installed')
