@@ -245,6 +245,8 @@ def main(argv=None):
     ap.add_argument('--repeat', type=int, default=2)
     ap.add_argument('--types', nargs='+', default=['full', 'diag', 'tied', 'spherical'])
     ap.add_argument('--quick', action='store_true', help='only the two smallest shapes, for a smoke test')
+    ap.add_argument('--shapes', nargs='+', default=None, metavar='N,D,K',
+                    help='only these shapes (e.g. 100000,64,16); the JSON then goes to results/subset.json')
     ap.add_argument('--no-mean-mixtures', action='store_true', help='skip the Bernoulli and Poisson mixtures')
     ap.add_argument('--only-mean-mixtures', action='store_true', help='only the Bernoulli and Poisson mixtures')
     ap.add_argument('--json', default=str(Path(__file__).parent/'results'/'latest.json'))
@@ -271,6 +273,7 @@ def main(argv=None):
         print(f'wrote {out}; load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}')
         return
     shapes = [] if a.only_mean_mixtures else SHAPES[:2] if a.quick else SHAPES
+    if a.shapes: shapes = [tuple(int(float(v)) for v in s.split(',')) for s in a.shapes]
     gemm, gbs, exps = gemm_gflops(), memory_gbs(), exp_per_second()
     rows, summary = [], {}
     print(f'numpy float64 GEMM: {gemm:.1f} GFLOP/s; memory read: {gbs:.1f} GB/s; exp: {exps / 1e6:.0f} M/s; '
@@ -330,6 +333,7 @@ def main(argv=None):
     print(json.dumps(summary, indent=1))
     out = Path(a.json)
     if a.only_mean_mixtures and a.json == ap.get_default('json'): out = out.with_name('mean_mixtures.json')   # keep latest.json whole
+    if a.shapes and a.json == ap.get_default('json'): out = out.with_name('subset.json')
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(machine=dict(python=sys.version.split()[0], platform=platform.platform(),
                                                 blas=[{k: i.get(k) for k in ('filepath', 'version', 'architecture',
