@@ -279,7 +279,7 @@ def _chunks(n:int, rows:int)->list:
 
 # %% ../nbs/07_gaussian.ipynb #95ce3292
 MIN_CHUNK_ROWS = 2048            # fewer rows than this per chunk are not worth a thread
-PARALLEL_FLOPS_PER_ROW = 8192    # kernels use several threads only when a row costs this many flops in products
+PARALLEL_FLOPS_PER_ROW = 512     # full and tied kernels use several threads from this many flops a row in products
 BY_ROWS_MIN_D = 16               # from this many features on, 'tied', 'diag' and 'spherical' work row-major
 
 def available_cpus()->int: # the number of CPUs this process may run on
@@ -374,8 +374,8 @@ class _ScaleType(CovarianceType):
     def precisions(self, U): return U**2
     def check_precisions(self, P, d):
         if (P <= 0).any(): raise ValueError(f"'{self.name} precision' should be positive")
-    def parallel(self, kern)->bool:                     # element-wise passes set the pace, so a quarter of the products'
-        return 4 * kern.flops_per_row >= PARALLEL_FLOPS_PER_ROW   # threshold pays (measured: d=64, k=16 yes; d=16, k=8 no)
+    def parallel(self, kern)->bool:                     # element-wise passes set the pace: four times the matrix types'
+        return kern.flops_per_row >= 4 * PARALLEL_FLOPS_PER_ROW   # threshold (measured: d=64, k=16 yes; d=16, k=8 and d=8, k=8 no)
     def direct(self, kern, diff, j): return diff * kern.precisions_chol[j]
     def trace(self, S, U): return (S * U**2).sum()
     def sample(self, rng, mean, covariances, j, n):
