@@ -279,7 +279,7 @@ def _chunks(n:int, rows:int)->list:
 
 # %% ../nbs/07_gaussian.ipynb #95ce3292
 MIN_CHUNK_ROWS = 2048            # fewer rows than this per chunk are not worth a thread
-PARALLEL_FLOPS_PER_ROW = 512     # full and tied kernels use several threads from this many flops a row in products
+PARALLEL_FLOPS_PER_ROW = 512     # full kernels use several threads from this many flops a row in products (tied, diag, spherical: 4x)
 BY_ROWS_MIN_D = 16               # from this many features on, 'tied', 'diag' and 'spherical' work row-major
 
 def available_cpus()->int: # the number of CPUs this process may run on
@@ -374,8 +374,6 @@ class _ScaleType(CovarianceType):
     def precisions(self, U): return U**2
     def check_precisions(self, P, d):
         if (P <= 0).any(): raise ValueError(f"'{self.name} precision' should be positive")
-    def parallel(self, kern)->bool:                     # element-wise passes set the pace: four times the matrix types'
-        return kern.flops_per_row >= 4 * PARALLEL_FLOPS_PER_ROW   # threshold (measured: d=64, k=16 yes; d=16, k=8 and d=8, k=8 no)
     def direct(self, kern, diff, j): return diff * kern.precisions_chol[j]
     def trace(self, S, U): return (S * U**2).sum()
     def sample(self, rng, mean, covariances, j, n):
@@ -487,6 +485,9 @@ class FullCovariance(_MatrixType):
 # %% ../nbs/07_gaussian.ipynb #b12d99c2
 class _Expanded:
     "The fast E-step (17.3) on a chunk: one product of its feature table Φ with M."
+    def parallel(self, kern)->bool:                     # element-wise passes set the pace: four times full's threshold
+        return kern.flops_per_row >= 4 * PARALLEL_FLOPS_PER_ROW   # (measured: d=64, k=16 yes; d=16, k=8 and d=8, k=8 no)
+
     def table_chunk(self, kern, X, w, out, M=None):
         phi = kern._phi(X, w)                            # diag, spherical: the fit's kept rows of Φ where there are some
         M = kern.M if M is None else M
