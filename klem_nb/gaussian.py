@@ -350,10 +350,6 @@ class CovarianceType:
         "The per-component second moments as the type stores them (tied: their sum)."
         return np.stack(parts)
 
-    def stats_bound(self, kern, big, offsets):
-        "(7.9) for the statistics moved from the common frame to each F_j (at the frames' offsets): the table's own bound, unless the type says otherwise."
-        return self.bound(kern, big, offsets)
-
     def quad(self, kern, N, sx, A, m)->float:
         "Σ_j tr(P_j S_j(m_j)): the quadratic part of the expected log-joint, from statistics (A, sx, N) about each frame."
         return self.trace(self.scatter(N, sx, A, m), kern.precisions_chol)
@@ -816,21 +812,21 @@ class GaussianKernels:
         np.subtract(X.T, self.centre[:, None], out=xc[:d])   # written in the output's order: twice as fast as via xc.T
         return xc.T
 
-    def _bounds(self, X, offsets, stats:bool=False)->tuple:
-        "(7.9) for rows like X (within `box`) at these offsets, of the table or (`stats`) of the moved statistics: per component (k,), or per term (k, d) for diag; and the limit."
+    def _bounds(self, X, offsets)->tuple:
+        "(7.9) for rows like X (within `box`) at these offsets: per component (k,), or per term (k, d) for diag; and the limit."
         lo, hi = self.box if self.box is not None else (X.min(0), X.max(0))
         big = np.maximum((lo - self.centre)**2, (hi - self.centre)**2)          # max over rows of x̃², per feature
         eps, safe = (_EPS, _SAFE) if self.dtype == np.float64 else (np.finfo(np.float32).eps, _SAFE32)
-        return 4 * eps * (self.kind.stats_bound if stats else self.kind.bound)(self, big, offsets), safe
+        return 4 * eps * self.kind.bound(self, big, offsets), safe
 
     def _unsafe(self, X, offsets)->np.ndarray:
         "Components whose fast-path rounding bound (7.9) exceeds `_SAFE` (diag: with a term beyond `_SAFE / d`), shape (k,)."
         b, safe = self._bounds(X, offsets)
         return _direct_terms(b, safe).any(1) if self.kind.per_term else b > safe
 
-    def _guard(self, X, offsets, centres, stats:bool=False)->tuple:
+    def _guard(self, X, offsets, centres)->tuple:
         "(components that go direct, shape (k,); diag: none, and the single terms that go direct as `_Terms`, or None)."
-        b, safe = self._bounds(X, offsets, stats)
+        b, safe = self._bounds(X, offsets)
         if not self.kind.per_term: return b > safe, None
         terms = _direct_terms(b, safe)                 # each component's largest terms, until the rest add up to `safe` at most
         return np.zeros(self.k, bool), (_Terms(terms, centres, -0.5 * self.precisions_chol**2) if terms.any() else None)
@@ -866,7 +862,7 @@ class GaussianKernels:
         "Which components (and, for diag, which single terms) of the statistics of rows like X go direct."
         if self.precisions_chol is None: return np.ones(self.k, bool), None   # a start: no θ to bound the rounding with
         if not len(X): return np.zeros(self.k, bool), None
-        return self._guard(X, self.delta, self.frames, stats=True)
+        return self._guard(X, self.delta, self.frames)
 
     def _stats_chunk(self, X, R, w, plan, phi=None):
         "(Σ r (x - F_j), second moments) of a chunk: the type's fast sums, or every component directly."

@@ -361,8 +361,10 @@ def _put(v, j:int, x:float):
 
 def _in_place(f):
     """`f` rewritten for state vectors that are arrays (`v = _put(v, j, x)` as `v[j] = x`), compiled from this file:
-    numba counts references on each reassignment of an array, which would cost more than the loops' arithmetic."""
-    src = textwrap.dedent(inspect.getsource(f))
+    numba counts references on each reassignment of an array, which would cost more than the loops' arithmetic.
+    Without the source (an install that ships none) `f` itself: the same sums, more slowly."""
+    try: src = textwrap.dedent(inspect.getsource(f))
+    except (OSError, TypeError): return f
     src = re.sub(r'(\w+) = _put\(\1, (\w+), (.+)\)(\s*#.*)?$', r'\1[\2] = \3\4', src, flags=re.M)
     src = src.replace('_vec(pi)', 'np.empty(len(pi))')
     assert '_put' not in src and '_vec' not in src

@@ -532,3 +532,14 @@ def test_compiled_log_scales_products_and_tiny_steps():
             lp, g, *_ = H.forward_backward(np.log(pi), A, log_B[None, a:b])
             np.testing.assert_allclose(ll[s], lp[0], rtol=1e-12)
             np.testing.assert_allclose(wg[a:b], g[0], rtol=1e-9, atol=1e-12)
+
+@pytest.mark.skipif(numba is None, reason='numba is not installed')
+def test_in_place_rewrite_and_its_fallback(monkeypatch):
+    "The array loops are the tuple loops' source rewritten (no `_put` left); without the source, the loops themselves."
+    import inspect
+    import klem_nb.hmm as H
+    g = H._in_place(H._fb_loops)
+    assert g is not H._fb_loops and '_put' not in g.__code__.co_names and '_vec' not in g.__code__.co_names
+    def no_source(f): raise OSError('could not get source code')
+    monkeypatch.setattr(inspect, 'getsource', no_source)
+    assert H._in_place(H._fb_loops) is H._fb_loops
