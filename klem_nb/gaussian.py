@@ -6,8 +6,8 @@
 __all__ = ['COVARIANCE_TYPES', 'CHUNK_BYTES', 'MIN_CHUNK_ROWS', 'PARALLEL_FLOPS_PER_ROW', 'BY_ROWS_MIN_D', 'COVARIANCE',
            'FUSED_MIN_ROWS', 'compute_precision_cholesky', 'log_det_cholesky', 'estimate_log_gaussian_prob',
            'full_covariances', 'estimate_gaussian_parameters', 'gaussian_stats', 'gaussian_parameters_from_stats',
-           'check_gaussian_parameters', 'Scratch', 'available_cpus', 'thread_pool', 'one_blas_thread', 'run_chunks',
-           'CovarianceType', 'FullCovariance', 'TiedCovariance', 'DiagCovariance', 'SphericalCovariance',
+           'check_gaussian_parameters', 'Scratch', 'available_cpus', 'thread_pool', 'one_blas_thread', 'run_parts',
+           'run_chunks', 'CovarianceType', 'FullCovariance', 'TiedCovariance', 'DiagCovariance', 'SphericalCovariance',
            'precision_cholesky', 'GaussianKernels', 'missing_groups', 'Holes', 'MissingRows', 'ObservedRows',
            'observed_e_step']
 
@@ -302,22 +302,30 @@ def one_blas_thread():
         _BLAS.append(ThreadpoolController())
     with _BLAS[0].limit(limits=1, user_api='blas'): yield
 
+def run_parts(
+    fn, # fn(part, worker) for one part
+    parts:list, # the units of work, e.g. (start, stop) ranges of rows
+    n_threads:int=1, # threads to spread the parts over
+)->list: # fn's results in the parts' order, whatever the threads
+    "Apply `fn` to every part: this thread is worker 0 and takes parts 0, T, 2T, ...; T - 1 threads of the shared pool take the others."
+    T = min(n_threads, len(parts))
+    if T <= 1: return [fn(p, 0) for p in parts]
+    def work(w): return [fn(p, w) for p in parts[w::T]]
+    others = [thread_pool(T - 1).submit(work, w) for w in range(1, T)]   # no hand-off and wake-up for the caller's share
+    by = [work(0)] + [f.result() for f in others]
+    return [by[i % T][i // T] for i in range(len(parts))]   # back in the parts' order: sums over them do not depend on T
+
 def run_chunks(
     fn, # fn(start, stop, worker) for one chunk of rows
     n:int, # number of rows
     rows:int, # most rows per chunk
     n_threads:int=1, # threads to spread the chunks over
-)->list: # fn's results, chunk by chunk in row order within each worker, workers in order
-    "Apply `fn` to the chunks of range(n), in this thread or on `n_threads` pool threads."
+)->list: # fn's results, chunk by chunk in row order
+    "Apply `fn` to the chunks of range(n), in this thread or with `n_threads` threads (`run_parts`), BLAS on one thread."
     if n_threads > 1: rows = min(rows, max(MIN_CHUNK_ROWS, -(-n // n_threads)))
     chunks = _chunks(n, rows)
-    T = min(n_threads, len(chunks))
-    if T <= 1: return [fn(a, b, 0) for a, b in chunks]
-    def work(w): return [fn(a, b, w) for a, b in chunks[w::T]]
-    with one_blas_thread():                                   # this thread is worker 0, T - 1 pool threads the others:
-        others = [thread_pool(T - 1).submit(work, w) for w in range(1, T)]   # no hand-off and wake-up for its share
-        mine = work(0)
-        return mine + [r for f in others for r in f.result()]
+    if min(n_threads, len(chunks)) <= 1: return [fn(a, b, 0) for a, b in chunks]
+    with one_blas_thread(): return run_parts(lambda ab, w: fn(*ab, w), chunks, n_threads)
 
 # %% ../nbs/07_gaussian.ipynb #4e517cf5
 _EPS = np.finfo(np.float64).eps

@@ -13,7 +13,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .em import EStep, EMModel, em, is_dask_array, reduce_blocks, unit_chunks, UnitChunks
-from .gaussian import compute_precision_cholesky, estimate_log_gaussian_prob, log_det_cholesky, available_cpus, one_blas_thread, thread_pool
+from .gaussian import compute_precision_cholesky, estimate_log_gaussian_prob, log_det_cholesky, available_cpus, one_blas_thread, run_parts
 
 # %% auto #0
 __all__ = ['CHUNKED_MIN_T', 'CHUNKED_MAX_K', 'PAD_RATIO', 'USE_NUMBA', 'INIT_SAMPLE_ROWS', 'Sequences', 'split_lengths',
@@ -320,13 +320,7 @@ class HMMModel(EMModel):
         chunks = _chunks_of(S.lengths, _ROWS_PER_COMPILED_CHUNK if _compiled() is not None else _ROWS_PER_CHUNK)
         def run(ab): return self._e_chunk(S[ab[0]:ab[1]], w[ab[0]:ab[1]], stats)
         with one_blas_thread():                                   # tall-skinny products: one BLAS thread is faster
-            T = min(self.n_jobs, len(chunks))
-            if T > 1:                                             # this thread takes every T-th chunk, T - 1 threads of
-                def share(i): return [run(ab) for ab in chunks[i::T]]   # the package's pool (kept from fit to fit) the rest
-                others = [thread_pool(T - 1).submit(share, i) for i in range(1, T)]
-                by = [share(0)] + [f.result() for f in others]
-                parts = [by[i % T][i // T] for i in range(len(chunks))]   # back in chunk order: the same sums for any T
-            else: parts = [run(ab) for ab in chunks]
+            parts = run_parts(lambda ab, w: run(ab), chunks, self.n_jobs)   # in chunk order: the same sums for any n_jobs
         total = parts[0]
         for p in parts[1:]: total = total + p
         return total

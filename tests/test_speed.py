@@ -12,7 +12,7 @@ from klem_nb.e_step import posterior
 from klem_nb.e_step import log_responsibilities
 from klem_nb.gaussian import (compute_precision_cholesky, estimate_gaussian_parameters, estimate_log_gaussian_prob,
                               gaussian_parameters_from_stats, gaussian_stats)
-from klem_nb.gaussian import GaussianKernels, Scratch, precision_cholesky, run_chunks
+from klem_nb.gaussian import GaussianKernels, Scratch, precision_cholesky, run_chunks, run_parts
 
 TYPES = ('full', 'tied', 'diag', 'spherical')
 
@@ -179,7 +179,9 @@ def test_posterior_matches_log_responsibilities():
 
 def test_run_chunks_order_and_errors():
     out = run_chunks(lambda a, b, w: (a, w), 10_000, 1000, n_threads=2)
-    assert out == [(a, 0) for a in range(0, 10_000, 2000)] + [(a, 1) for a in range(1000, 10_000, 2000)]
+    assert out == [(a, a // 1000 % 2) for a in range(0, 10_000, 1000)]   # in row order; the caller is worker 0
+    assert run_parts(lambda p, w: (p, w), list('abcdefg'), 3) == [(p, i % 3) for i, p in enumerate('abcdefg')]
+    assert run_parts(lambda p, w: (p, w), list('ab'), 1) == [('a', 0), ('b', 0)]
     def boom(a, b, w): raise RuntimeError('chunk failed')
     with pytest.raises(RuntimeError, match='chunk failed'): run_chunks(boom, 10_000, 1000, n_threads=2)
 
