@@ -88,6 +88,26 @@ def test_large_offset(covariance_type):
     np.testing.assert_allclose(cov, cov0, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize('d', [31, 32, 50, 64])
+@pytest.mark.parametrize('dtype', [np.float64, np.float32])
+def test_full_block_triangles_match_plain(d, dtype):
+    "Full's products by feature blocks (17.5): uneven blocks, one block below d = 32, the fused E-step; float32 to its accuracy."
+    X, resp, weights, means, U = problem('full', n=3000, d=d, k=3, seed=d)
+    F = means + np.random.default_rng(1).normal(0, 0.3, means.shape)
+    kern = GaussianKernels('full', weights, means, U, frames=F, dtype=dtype)
+    test = X.astype(dtype)
+    assert len(kern.blocks) == (1 if d < 32 else min(4, d // 16))
+    tol = 1e-11 if dtype == np.float64 else 2e-4
+    plain = estimate_log_gaussian_prob(test.astype(np.float64), means, U, 'full') + np.log(weights)
+    np.testing.assert_allclose(kern.log_joint(test), plain, rtol=tol)
+    st, ref = kern.stats(test, resp), gaussian_stats(test.astype(np.float64), resp, 'full', shift=F)
+    np.testing.assert_allclose(st['sum_xx'], ref['sum_xx'], rtol=tol, atol=tol * np.abs(ref['sum_xx']).max())
+    assert np.array_equal(st['sum_xx'], st['sum_xx'].transpose(0, 2, 1))
+    es = kern.e_step(test)                              # the table's [1; x̃] handed to the statistics
+    np.testing.assert_allclose(es.stats['sum_xx'], kern.stats(test, posterior(plain)[0])['sum_xx'], rtol=tol,
+                               atol=tol * np.abs(ref['sum_xx']).max())
+
+
 @pytest.mark.parametrize('covariance_type', TYPES)
 def test_stats_are_the_plain_ones_in_each_components_frame(covariance_type):
     X, resp, weights, means, U = problem(covariance_type, seed=4)
