@@ -320,6 +320,24 @@ def _column_extremes(X:np.ndarray)->tuple:
     if m < n: lo, hi = np.minimum(lo, X[m:].min(0)), np.maximum(hi, X[m:].max(0))
     return lo, hi
 
+def _column_sums(X:np.ndarray)->np.ndarray:
+    "Σ_i x_i of each column in float64, C-ordered rows 64 at a time as in `_column_extremes` (numpy's sum over axis 0 of narrow rows is slow too)."
+    n, d = X.shape
+    if not X.flags.c_contiguous or n < 128: return X.sum(0, dtype=np.float64)
+    m = n - n % 64
+    s = X[:m].reshape(m // 64, 64 * d).sum(0, dtype=np.float64).reshape(64, d).sum(0)
+    return s + X[m:].sum(0, dtype=np.float64) if m < n else s
+
+def _squared_deviations(X:np.ndarray, centre:np.ndarray, w:np.ndarray|None=None, rows:int=8192)->np.ndarray:
+    "Σ_i w_i (x_i - centre)² of each column (w: None for ones), in slabs of `rows` rows through one scratch array."
+    n, d = X.shape
+    buf, out = np.empty((min(rows, n), d)), np.zeros(d)
+    for a in range(0, n, rows):
+        D = np.subtract(X[a:a + rows], centre, out=buf[:min(rows, n - a)])
+        D *= D
+        out += _column_sums(D) if w is None else w[a:a + rows] @ D
+    return out
+
 @dataclass
 class _RowSummary:
     "What validation learns about a block of rows: additive (counts, weight) or combined (column ranges)."
@@ -609,11 +627,10 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         return X.shape[0] if sample_weight is None else float(sample_weight.sum())
 
     def _column_variance(self, X, sample_weight)->np.ndarray:
-        "The weighted variance of each column, two passes over the blocks, shape (d,)."
+        "The weighted variance of each column, two passes over the blocks (the second about the mean: no cancellation), shape (d,)."
         total = self._total_weight(X, sample_weight)
-        def wsum(v, wb): return v.sum(0) if wb is None else wb @ v
-        centre = reduce_blocks(lambda a, Xb, wb: wsum(Xb, wb), X, sample_weight) / total
-        return reduce_blocks(lambda a, Xb, wb: wsum((Xb - centre)**2, wb), X, sample_weight) / total
+        centre = reduce_blocks(lambda a, Xb, wb: _column_sums(Xb) if wb is None else wb @ Xb, X, sample_weight) / total
+        return reduce_blocks(lambda a, Xb, wb: _squared_deviations(Xb, centre, wb), X, sample_weight) / total
 
     def _estimate_log_prob(self, X):
         "log p(x_i | z=j) at the current parameters, shape (n, k); a model may instead override `_estimate_weighted_log_prob`."

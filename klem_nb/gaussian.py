@@ -799,9 +799,12 @@ class GaussianKernels:
         return self._siblings[dtype]
 
     def _phi(self, X, w):
-        "The feature table Φ of a chunk (diag, spherical) in scratch: the fit's kept rows copied when X lies in the fit's array, else made."
+        "The feature table Φ of a chunk (diag, spherical) in scratch: the fit's kept rows copied when X lies in the fit's array, else made (and kept, if the fit keeps them as they come)."
         kept = None if self.features is None else self.features.rows_of(X)
-        if kept is None: return self.kind.features(self, X, w)
+        if kept is None:
+            phi = self.kind.features(self, X, w)
+            if hasattr(self.features, 'keep'): self.features.keep(X, phi)   # a fit's first E-step fills Φ for the others
+            return phi
         (m, width), c_order = kept.shape, kept.flags.c_contiguous   # the layout `features` makes (see `_centred`)
         phi = self.scratch.get('phi', (m, width), w, self.dtype) if c_order else self.scratch.get('phi', (width, m), w, self.dtype).T
         np.copyto(phi, kept)                             # one streaming copy: BLAS reads a cold Φ at half its speed

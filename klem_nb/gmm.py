@@ -82,6 +82,26 @@ def covariances_from_precisions_cholesky(
 # %% ../nbs/11_gmm.ipynb #0de22521
 KEEP_FEATURES_BYTES = 2**28   # a diag or spherical fit keeps its features Φ (about twice X) up to this size
 
+class _KeptFeatures(_RowTerms):
+    "A fit's Φ (diag, spherical), filled chunk by chunk by the first E-step that forms it and read back by every later one."
+    def __init__(self, X:np.ndarray, width:int, dtype):
+        super().__init__(X, np.empty((len(X), width), dtype))   # the OS gives pages as rows are written: no pass of its own
+        self.done = np.zeros(len(X), bool)
+
+    def rows_of(self, X)->np.ndarray|None:
+        "Φ of X's rows when X is a range of the fit's rows that an E-step has filled, else None."
+        r = self.range_of(X)
+        if r is None or not self.done[r[0]:r[0] + r[1]].all(): return None
+        return self.values[r[0]:r[0] + r[1]]
+
+    def keep(self, X, phi):
+        "Store Φ of X's rows (made by an E-step) when X is a range of the fit's rows; threads fill disjoint ranges."
+        r = self.range_of(X)
+        if r is None: return
+        a, b = r[0], r[0] + r[1]
+        self.values[a:b] = phi
+        self.done[a:b] = True
+
 class GaussianMixture(BaseMixture):
     """Gaussian mixture with scikit-learn's API, fitted by klem_nb's EM engine.
 
@@ -277,7 +297,7 @@ class GaussianMixture(BaseMixture):
         dtype = np.float32 if X.dtype == np.float32 else np.float64
         if 2 * X.size * np.dtype(dtype).itemsize > KEEP_FEATURES_BYTES: return c, None
         kern = GaussianKernels(self.covariance_type, np.ones(1), c[None], None, centre=c, dtype=dtype)
-        return c, _RowTerms(X, kern.feature_table(X))
+        return c, _KeptFeatures(X, kern.kind.features(kern, X[:1], 0).shape[1], dtype)   # filled by the first E-step
 
     def _check_parameters(self, X):
         "Validate the starting values against the data (stored privately; the parameters stay as given)."

@@ -1,5 +1,5 @@
 """A diag or spherical fit keeps its feature table Φ = [x̃, x̃²] (spherical: [x̃, |x̃|²]) at a centre fixed for the fit and
-reads it back in every E-step (GaussianMixture._fit_frame, GaussianKernels.feature_table; nbs/07_gaussian.ipynb and
+fills it in its first E-step and reads it back in every later one (GaussianMixture._fit_frame, _KeptFeatures; nbs/07_gaussian.ipynb and
 nbs/11_gmm.ipynb). The kept rows are the very numbers, in the very layout, that the kernels would form per chunk, so a
 fit with them equals a fit without them bit for bit; they are used (a corrupted table changes the fit) and dropped when
 the fit ends."""
@@ -62,17 +62,34 @@ def test_feature_table_is_the_kernels_own(d):
 
 
 def test_kept_features_are_read(monkeypatch):
-    "Mutation: a fit whose kept table is wrong comes out different, so the E-steps read it (no silent recomputation)."
+    "Mutation: a fit whose kept table is wrong comes out different, so the later E-steps read it (no silent recomputation)."
     X = blobs()
     good = fit(X, 'diag')
-    real = GaussianMixture._fit_frame
-    def corrupted(self, X):
-        c, kept = real(self, X)
-        kept.values[:, X.shape[1]:] *= 1.5                            # x̃² wrong by half
-        return c, kept
-    monkeypatch.setattr(GaussianMixture, '_fit_frame', corrupted)
+    real = gmm._KeptFeatures.keep
+    def corrupted(self, X, phi):
+        bad = phi.copy()
+        bad[:, X.shape[1]:] *= 1.5                                  # x̃² wrong by half
+        real(self, X, bad)
+    monkeypatch.setattr(gmm._KeptFeatures, 'keep', corrupted)
     bad = fit(X, 'diag')
     assert abs(bad.lower_bound_ - good.lower_bound_) > 1e-3 * abs(good.lower_bound_)
+
+
+@pytest.mark.parametrize('covariance_type', ['diag', 'spherical'])
+def test_first_e_step_fills_the_whole_table(covariance_type, monkeypatch):
+    "The table a fit keeps is filled by its first E-step, row for row the kernels' own `feature_table` at the fit's centre."
+    X = blobs(n=20_000)
+    seen, real = [], GaussianMixture._fit_frame
+    def spy(self, X):
+        c, kept = real(self, X)
+        seen.append((c, kept))
+        return c, kept
+    monkeypatch.setattr(GaussianMixture, '_fit_frame', spy)
+    fit(X, covariance_type, n_init=2)
+    (c, kept), = seen
+    assert kept.done.all()
+    eager = GaussianKernels(covariance_type, np.ones(1), c[None], None, centre=c).feature_table(X)
+    np.testing.assert_array_equal(kept.values, eager)
 
 
 def test_rows_of_another_array_are_formed_per_chunk():
@@ -80,5 +97,10 @@ def test_rows_of_another_array_are_formed_per_chunk():
     X = blobs(n=3000)
     est = fit(X, 'diag')
     c, kept = est._fit_frame(X)
-    assert kept.rows_of(X[100:200]) is not None
+    assert kept.rows_of(X[100:200]) is None                          # nothing filled yet
+    kept.keep(X[100:200], np.ones((100, kept.values.shape[1])))
+    assert kept.rows_of(X[100:200]) is not None and kept.rows_of(X[150:160]) is not None
+    assert kept.rows_of(X[100:201]) is None                          # one row not yet filled
+    kept.keep(X[100:200].copy(), np.ones((100, kept.values.shape[1])))   # not the fit's rows: nothing kept
+    assert not kept.done[:100].any()
     assert kept.rows_of(X[100:200].copy()) is None and kept.rows_of(X[100:200].astype(np.float32)) is None

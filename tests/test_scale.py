@@ -427,3 +427,20 @@ def test_column_extremes_equal_numpys():
     X = rng.normal(size=(1000, 3)); X[700, 1] = np.nan
     lo, hi = _column_extremes(X)
     assert np.isnan(lo[1]) and np.isnan(hi[1]) and np.isfinite(lo[[0, 2]]).all()   # NaN shows, so the caller can look again
+
+
+def test_column_variance_is_numpys():
+    "The reg_covar warning's column variance (sums 64 rows at a time, squared deviations in slabs) is numpy's, weighted or not."
+    from klem_nb.base import _column_sums, _squared_deviations
+    from klem_nb.gmm import GaussianMixture
+    rng = np.random.default_rng(1)
+    for n in (1, 63, 129, 8193, 20_000):
+        X = rng.normal(size=(n, 3)) * [1.0, 1e-3, 10.0] + 1e4          # far from 0: a one-pass E[x²] - μ² would cancel
+        for Y in (X, np.asfortranarray(X), X.astype(np.float32)):
+            np.testing.assert_allclose(_column_sums(Y), Y.astype(np.float64).sum(0), rtol=1e-12)
+        w = rng.uniform(0.5, 2, n)
+        est = GaussianMixture(2)
+        np.testing.assert_allclose(est._column_variance(X, None), X.var(0), rtol=1e-9)
+        mean = w @ X / w.sum()
+        np.testing.assert_allclose(est._column_variance(X, w), w @ (X - mean)**2 / w.sum(), rtol=1e-9)
+        np.testing.assert_allclose(_squared_deviations(X, mean, w, rows=7), w @ (X - mean)**2, rtol=1e-9)
