@@ -727,6 +727,7 @@ _SAFE32 = 1e-2  # float32 kernels: a worst case at the data box's corner, where 
 
 def _direct_terms(b, safe):
     "Which terms of b (k, d) go direct: in each row the largest ones, as few as leave the others summing to at most `safe`."
+    if b.sum(1).max() <= safe: return np.zeros(b.shape, bool)   # the usual case: every row's whole sum is within `safe`
     order = np.argsort(-b, axis=1)
     tail = np.cumsum(np.take_along_axis(b, order, 1)[:, ::-1], axis=1)[:, ::-1]   # Σ of the terms from each one down
     out = np.zeros(b.shape, bool)
