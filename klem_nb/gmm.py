@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .gaussian import (BY_ROWS_MIN_D, COVARIANCE, COVARIANCE_TYPES, GaussianKernels, Holes, MissingRows, ObservedRows, Scratch,
+from .gaussian import (BY_ROWS_MIN_D, FUSED_MIN_ROWS, COVARIANCE, COVARIANCE_TYPES, GaussianKernels, Holes, MissingRows, ObservedRows, Scratch,
                               observed_e_step, one_blas_thread)
 from .e_step import posterior
 from .base import BaseMixture, INIT_SAMPLE_SIZE, _RowTerms, out_of_core
@@ -283,6 +283,13 @@ class GaussianMixture(BaseMixture):
         self._fit_threads = 1 if out_of_core(X_fit) and COVARIANCE[self.covariance_type].fit_features else None   # Dask: its own
         try: return super()._fit_validated(X, X_fit, *args, **kwargs)
         finally: self._centre = self._fit_features = self._fit_threads = None   # no reference to the data outlives the fit
+
+    def _em_block_size(self, X)->int|None:
+        "All rows of in-memory data in one block where the kernels' one-pass E-step takes them (its memory does not grow with the block): one hand-off to the threads per pass."
+        kern = getattr(self, '_fit_kernels', None)
+        if (kern is None or kern.rows < FUSED_MIN_ROWS or not isinstance(X, np.ndarray) or out_of_core(X)
+                or getattr(self, '_fit_blocks', None) is not None): return None
+        return max(len(X), 1)   # (holes, or full with large k·d: tables of a whole block, so the engine's blocks; fit drops zero weights)
 
     def _fit_frame(self, X)->tuple:
         "(c, Φ): X's column means, the fast products' frame for the whole fit, and diag's or spherical's features of X at c."

@@ -218,3 +218,33 @@ def test_gaussian_mixture_ledger_identities(covariance_type):
     np.testing.assert_allclose(led.free_energy[e], -led.log_likelihood[e], rtol=1e-13)   # measured, separately
     assert np.all(led.kl_gap >= -1e-12)
     assert np.all(np.diff(led.free_energy) <= 1e-10 * np.abs(led.free_energy[:-1]))
+
+
+def test_in_memory_fits_hand_all_rows_to_the_one_pass_e_step(tmp_path):
+    "One block for the kernels' one-pass E-step (fewer hand-offs to threads); the engine's blocks wherever a block's tables would grow."
+    from klem_nb.gmm import GaussianMixture
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(size=(30_000, 4)), rng.normal(size=(30_000, 4)) + 4]
+    sizes = []
+    class Spy(GaussianMixture):
+        def _em_block_size(self, X):
+            sizes.append(super()._em_block_size(X))
+            return sizes[-1]
+    def fit(X, est, **kw):
+        sizes.clear()
+        return est.fit(X, **kw), sizes[-1]
+    big, size = fit(X, Spy(2, covariance_type='diag', random_state=0, tol=0, max_iter=5))
+    assert size == len(X)
+    np.save(tmp_path / 'X.npy', X)
+    assert fit(np.load(tmp_path / 'X.npy', mmap_mode='r'), Spy(2, random_state=0, max_iter=2))[1] is None      # a memmap: read by blocks
+    assert fit(X, Spy(2, random_state=0, max_iter=2), sample_weight=np.r_[0.0, np.ones(len(X) - 1)])[1] == len(X) - 1   # fit drops the zero
+    holes = X.copy(); holes[5, 1] = np.nan
+    assert fit(holes, Spy(2, random_state=0, max_iter=2, nan_policy='marginalize'))[1] is None                  # tables per block
+    assert fit(X[:3000], Spy(2, covariance_type='full', random_state=0, max_iter=2))[1] == 3000
+    wide = rng.normal(size=(3000, 64))
+    assert fit(wide, Spy(16, covariance_type='full', random_state=0, max_iter=1))[1] is None                     # step by step
+    class Default(GaussianMixture):
+        def _em_block_size(self, X): return None
+    small = Default(2, covariance_type='diag', random_state=0, tol=0, max_iter=5).fit(X)
+    np.testing.assert_allclose(big.lower_bound_, small.lower_bound_, rtol=1e-13)   # the same fit, sums added in another order
+    np.testing.assert_allclose(big.means_, small.means_, rtol=1e-12)
