@@ -14,10 +14,10 @@ import numpy as np
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .gaussian import (BY_ROWS_MIN_D, FUSED_MIN_ROWS, COVARIANCE, COVARIANCE_TYPES, GaussianKernels, Holes, MissingRows, ObservedRows, Scratch,
+from .gaussian import (BY_ROWS_MIN_D, FUSED_MIN_ROWS, _EPS10, COVARIANCE, COVARIANCE_TYPES, GaussianKernels, Holes, MissingRows, ObservedRows, Scratch,
                               observed_e_step, one_blas_thread)
 from .e_step import posterior
-from .base import BaseMixture, INIT_SAMPLE_SIZE, _RowTerms, out_of_core
+from .base import BaseMixture, INIT_SAMPLE_SIZE, _RowTerms, _column_sums, out_of_core
 from .em import DEFAULT_BLOCK_SIZE
 
 # %% ../nbs/11_gmm.ipynb #87b2ef6d
@@ -322,13 +322,16 @@ class GaussianMixture(BaseMixture):
     def _initialize(self, X, resp, sample_weight):
         "scikit-learn's start, an M-step from `resp`; then any `*_init`. Fixes each component's frame F_j for the fit."
         weights = means = covariances = None
-        if resp is not None:                       # two passes over q_0's blocks: the frames F_j, then the statistics
-            first = self._start_stats(X, resp, sample_weight, lambda Xb, r: dict(nk=r.sum(0), sx=r.T @ Xb))
-            nk = first['nk']
-            frames = first['sx'] / (nk + 10 * np.finfo(float).eps)[:, None]   # each start's mean: the frames F_j
-            kern = GaussianKernels(self.covariance_type, nk / nk.sum(), frames, None, frames=frames)
-            stats = self._label_stats(X, resp, sample_weight, frames)
-            if stats is None: stats = self._start_stats(X, resp, sample_weight, kern.stats)
+        if resp is not None:
+            by_label = self._label_stats(X, resp, sample_weight)   # one-hot q_0 in memory: the rows sorted by label, once
+            if by_label is not None:
+                stats, frames = by_label
+                kern = GaussianKernels(self.covariance_type, stats['nk'] / stats['nk'].sum(), frames, None, frames=frames)
+            else:                                  # two passes over q_0's blocks: the frames F_j, then the statistics
+                first = self._start_stats(X, resp, sample_weight, lambda Xb, r: dict(nk=r.sum(0), sx=r.T @ Xb))
+                frames = first['sx'] / (first['nk'] + _EPS10)[:, None]   # each start's mean: the frames F_j
+                kern = GaussianKernels(self.covariance_type, first['nk'] / first['nk'].sum(), frames, None, frames=frames)
+                stats = self._start_stats(X, resp, sample_weight, kern.stats)
             nk, means, covariances = kern.parameters(stats, self.reg_covar)
             weights = nk / self._total_weight(X, sample_weight)
         self._warn_reg_covar(X, sample_weight)
@@ -345,23 +348,33 @@ class GaussianMixture(BaseMixture):
         old = getattr(self, '_fit_kernels', None)
         self._build_kernels(Scratch() if old is None else old.scratch)
 
-    def _label_stats(self, X, resp, sample_weight, frames)->dict|None:
-        "The start's statistics when q_0 is one-hot by labels: each component's rows summed once (O(nd)); else None."
+    def _label_stats(self, X, resp, sample_weight)->tuple|None:
+        "(statistics, frames) of the start when q_0 is one-hot by labels: the rows sorted by label once, each component's a slice (O(nd)); else None."
         labels = getattr(resp, 'labels', None)
         if (labels is None or resp.seeds is not None or resp.centers is not None or not isinstance(X, np.ndarray)
                 or len(labels) != len(X)): return None
-        counts = np.bincount(labels, minlength=self.n_components)
+        k = self.n_components
+        counts = np.bincount(labels, minlength=k)
         if not counts.all(): return None                          # an empty component: the general path
-        kind, order = COVARIANCE[self.covariance_type], np.argsort(labels, kind='stable')
+        small = labels.astype(np.int16 if k < 2**15 else np.int32)   # numpy sorts 16-bit keys by radix: a few ms per million
+        order = np.argsort(small, kind='stable')
+        Xs = np.take(X, order, axis=0)                           # one gather; each component's rows are then a slice
+        w = None if sample_weight is None else sample_weight[order]
+        ends = np.cumsum(counts)
+        starts = ends - counts
+        kind = COVARIANCE[self.covariance_type]
         shared = kind.shape(2, 1) == kind.shape(1, 1)             # one matrix for all components (tied): parts add
-        parts, a = [], 0
-        for j, b in enumerate(np.cumsum(counts)):
-            rows, a = order[a:b], b
-            w = np.ones((len(rows), 1), X.dtype) if sample_weight is None else sample_weight[rows, None]
+        parts, frames = [], np.empty((k, X.shape[1]))
+        ones = np.ones((counts.max(), 1), X.dtype)
+        for j, (a, b) in enumerate(zip(starts, ends)):
+            rows, r = Xs[a:b], (ones[:b - a] if w is None else w[a:b, None])
+            sx, total = (_column_sums(rows), b - a) if w is None else (w[a:b] @ rows, w[a:b].sum())
+            frames[j] = sx / (total + _EPS10)                     # the start's mean (float64): the frame F_j
             one = GaussianKernels(self.covariance_type, np.ones(1), frames[j:j + 1], None, frames=frames[j:j + 1])
-            parts.append(one.stats(X[rows], w))
-        return {key: sum(p[key] for p in parts) if shared and key == 'sum_xx' else np.concatenate([p[key] for p in parts])
-                for key in parts[0]}
+            parts.append(one.stats(rows, r))
+        stats = {key: sum(p[key] for p in parts) if shared and key == 'sum_xx' else np.concatenate([p[key] for p in parts])
+                 for key in parts[0]}
+        return stats, frames
 
     def _build_kernels(self, scratch):
         "Fast kernels at the current parameters, kept for the rest of the fit (with their scratch space)."

@@ -224,13 +224,15 @@ def test_label_start_statistics_equal_the_one_hot_pass(covariance_type, dtype):
     gm._dtype = dtype
     q0 = StartingResponsibilities(len(X), 4, X.dtype, labels=labels)
     for weights in (None, w):
-        frames = np.array([X[labels == j].mean(0) for j in range(4)], dtype=np.float64)
-        kern = GaussianKernels(covariance_type, np.full(4, 0.25), frames, None, frames=frames)
-        fast = gm._label_stats(X, q0, weights, frames)
+        first = gm._start_stats(X, q0, weights, lambda Xb, r: dict(nk=r.sum(0), sx=r.T @ Xb))
+        frames = first['sx'] / (first['nk'] + 10 * np.finfo(float).eps)[:, None]   # the general pass's frames
+        fast, fast_frames = gm._label_stats(X, q0, weights)
+        np.testing.assert_allclose(fast_frames, frames, rtol=1e-12 if dtype == np.float64 else 1e-6)
+        kern = GaussianKernels(covariance_type, np.full(4, 0.25), fast_frames, None, frames=fast_frames)
         slow = gm._start_stats(X, q0, weights, kern.stats)
-        assert fast is not None and fast.keys() == slow.keys()
+        assert fast.keys() == slow.keys()
         scale = len(X) * float(np.abs(X).max())                            # Σ r (x - F_j) is near 0: absolute in X's units
         for key in slow: np.testing.assert_allclose(fast[key], slow[key], rtol=1e-9, atol=1e-12 * scale if key == 'sum_x' else 0)
     seeded = StartingResponsibilities(len(X), 4, X.dtype, seeds=np.arange(4))
-    assert gm._label_stats(X, seeded, None, frames) is None                   # not one-hot by labels: the general pass
-    assert gm._label_stats(X, StartingResponsibilities(len(X), 4, X.dtype, labels=labels % 3), None, frames) is None   # an empty component
+    assert gm._label_stats(X, seeded, None) is None                          # not one-hot by labels: the general pass
+    assert gm._label_stats(X, StartingResponsibilities(len(X), 4, X.dtype, labels=labels % 3), None) is None   # an empty component
