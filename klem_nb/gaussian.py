@@ -821,6 +821,13 @@ class GaussianKernels:
         other.features, other._siblings = features, {}
         return other
 
+    def on_one_thread(self)->'GaussianKernels':
+        "These kernels with every chunk on the calling thread (a shallow copy: same θ and scratch), for callers that run blocks side by side."
+        if self.n_threads == 1: return self
+        other = copy.copy(self)
+        other.n_threads, other._siblings = 1, {}
+        return other
+
     def feature_table(self,
         X:np.ndarray, # a fit's rows, shape (n, d)
     )->np.ndarray|None: # Φ of every row in the kernels' dtype and chunk layout, (n, width); None for full and tied (Φ depends on θ)

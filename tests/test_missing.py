@@ -393,9 +393,14 @@ def test_holes_made_once_per_block_and_dropped_after_fit(t, monkeypatch):
             made.append(len(X))
             super().__init__(X, *args, **kw)
     monkeypatch.setattr(gmm, 'Holes', Counted)
-    X = holes(gauss_data(3, 20_000), 0.2, 14)                    # two blocks of the engine's default size
+    X = holes(gauss_data(3, 20_000), 0.2, 14)                    # one block (HOLES_BLOCK_ROWS), in two parts on two CPUs
+    monkeypatch.setattr(gmm, 'available_cpus', lambda: 2)
     est = fit_marginalize(X, t, n_init=2)
-    assert est.n_iter_ == 15 and sorted(made) == [20_000 - 16_384, 16_384]   # both runs, every iteration: two makes
+    assert est.n_iter_ == 15 and sorted(made) == [10_000, 10_000]   # both runs, every iteration: two makes
+    made.clear()
+    monkeypatch.setattr(gmm, 'available_cpus', lambda: 1)
+    fit_marginalize(X, t)
+    assert made == [20_000]                                      # one CPU: the block whole
     assert est._fit_blocks is None                               # nothing of the data outlives the fit
     est.score_samples(X[:50])                                    # new data after the fit: made afresh, not kept
     assert made[-1] == 50 and est._fit_blocks is None
@@ -467,3 +472,29 @@ def test_mutation_stale_holes_features_change_the_fit(monkeypatch):
         monkeypatch.setattr(gmm._RowTerms, '__init__', corrupt)
         bad = GaussianMixture(3, **kw).fit(X)
     assert abs(bad.lower_bound_ - good.lower_bound_) > 1e-6 * abs(good.lower_bound_)
+
+
+def test_holes_blocks_run_their_parts_side_by_side(monkeypatch):
+    "A fit with holes splits each block into one row range per CPU (each with its kept Holes); the fit is the one-part fit to rounding."
+    from klem_nb import gmm
+    rng = np.random.default_rng(3)
+    X = np.r_[rng.normal(size=(6000, 5)), rng.normal(size=(6000, 5)) + 3]
+    X[rng.random(X.shape) < 0.1] = np.nan
+    X[np.isnan(X).all(1), 0] = 0.0
+    calls = []
+    real = gmm.GaussianMixture._observed_parts
+    def spy(self, X, sample_weight, stats, T):
+        calls.append(T)
+        return real(self, X, sample_weight, stats, T)
+    monkeypatch.setattr(gmm.GaussianMixture, '_observed_parts', spy)
+    def fit(cpus):
+        monkeypatch.setattr(gmm, 'available_cpus', lambda: cpus)
+        calls.clear()
+        est = gmm.GaussianMixture(2, covariance_type='full', nan_policy='marginalize', random_state=0, tol=0, max_iter=8).fit(X)
+        return est, list(calls)
+    two, c2 = fit(2)
+    one, c1 = fit(1)
+    assert c2 and set(c2) == {2} and not c1
+    np.testing.assert_allclose(two.lower_bound_, one.lower_bound_, rtol=1e-12)
+    np.testing.assert_allclose(two.means_, one.means_, rtol=1e-10)
+    np.testing.assert_allclose(two.covariances_, one.covariances_, rtol=1e-9)

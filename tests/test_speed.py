@@ -221,7 +221,8 @@ def test_gaussian_mixture_ledger_identities(covariance_type):
 
 
 def test_in_memory_fits_hand_all_rows_to_the_one_pass_e_step(tmp_path):
-    "One block for the kernels' one-pass E-step (fewer hand-offs to threads); the engine's blocks wherever a block's tables would grow."
+    "One block for the kernels' one-pass E-step (fewer hand-offs to threads); bounded blocks wherever a block's tables would grow."
+    from klem_nb import gmm
     from klem_nb.gmm import GaussianMixture
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal(size=(30_000, 4)), rng.normal(size=(30_000, 4)) + 4]
@@ -239,7 +240,7 @@ def test_in_memory_fits_hand_all_rows_to_the_one_pass_e_step(tmp_path):
     assert fit(np.load(tmp_path / 'X.npy', mmap_mode='r'), Spy(2, random_state=0, max_iter=2))[1] is None      # a memmap: read by blocks
     assert fit(X, Spy(2, random_state=0, max_iter=2), sample_weight=np.r_[0.0, np.ones(len(X) - 1)])[1] == len(X) - 1   # fit drops the zero
     holes = X.copy(); holes[5, 1] = np.nan
-    assert fit(holes, Spy(2, random_state=0, max_iter=2, nan_policy='marginalize'))[1] is None                  # tables per block
+    assert fit(holes, Spy(2, random_state=0, max_iter=2, nan_policy='marginalize'))[1] == gmm.HOLES_BLOCK_ROWS   # bounded: tables per block
     assert fit(X[:3000], Spy(2, covariance_type='full', random_state=0, max_iter=2))[1] == 3000
     wide = rng.normal(size=(3000, 64))
     assert fit(wide, Spy(16, covariance_type='full', random_state=0, max_iter=1))[1] is None                     # step by step
