@@ -423,9 +423,8 @@ class GaussianMixture(BaseMixture):
 
     def _e_step(self, X, sample_weight=None, stats=True):
         "The kernels' one-pass E-step; under 'marginalize' a block with missing values has its own (q covers them too)."
-        T = available_cpus()
-        if getattr(self, '_fit_blocks', None) is not None and T > 1 and len(X) >= T * MIN_CHUNK_ROWS:
-            return self._observed_parts(X, sample_weight, stats, T)   # a fit with holes: its corrections on every core
+        T = available_cpus() if getattr(self, '_fit_blocks', None) is not None else 1   # a fit with holes
+        if T > 1 and len(X) >= T * MIN_CHUNK_ROWS: return self._observed_parts(X, sample_weight, stats, T)   # corrections on every core
         holes = self._holes(X)
         if holes is not None: return observed_e_step(self._kernels(), X, sample_weight, stats, holes)
         if sample_weight is not None and not (sample_weight > 0).all(): return None   # the engine's, which drops such rows
