@@ -785,6 +785,11 @@ class GaussianKernels:
         if n_threads is None: n_threads = available_cpus() if self.kind.parallel(self) else 1
         self.n_threads = n_threads
 
+    @property
+    def one_pass(self)->bool:
+        "Whether `e_step` runs one pass per chunk (chunks of at least `FUSED_MIN_ROWS`), its memory then independent of the block's size."
+        return self.rows >= FUSED_MIN_ROWS
+
     def holds(self, weights, means, precisions_chol)->bool:
         "Whether these kernels were built from exactly these parameter arrays (identity, not equality)."
         w, m, u = self._given
@@ -929,7 +934,7 @@ class GaussianKernels:
     )->'EStep': # the engine's E-step of these rows: the ledger's sums and the statistics
         "The engine's E-step in one pass per chunk: table, posterior (2.8), the ledger's sums and the statistics while the chunk is in cache."
         if _compute_dtype(X) != self.dtype: return self._for(X).e_step(X, sample_weight, stats)
-        if self.rows < FUSED_MIN_ROWS: return self._e_step_by_steps(X, sample_weight, stats)
+        if not self.one_pass: return self._e_step_by_steps(X, sample_weight, stats)
         k, table, st = self.k, self._table_plan(X), (self._stats_plan(X) if stats else None)
         def chunk(a, b, w):
             Xc = X[a:b]

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .gaussian import (BY_ROWS_MIN_D, FUSED_MIN_ROWS, _EPS10, COVARIANCE, COVARIANCE_TYPES, GaussianKernels, Holes, MissingRows, ObservedRows, Scratch,
+from .gaussian import (BY_ROWS_MIN_D, _EPS10, COVARIANCE, COVARIANCE_TYPES, GaussianKernels, Holes, MissingRows, ObservedRows, Scratch,
                               observed_e_step, one_blas_thread, available_cpus, run_parts, MIN_CHUNK_ROWS)
 from .e_step import posterior
 from .base import BaseMixture, INIT_SAMPLE_SIZE, _RowTerms, _column_sums, out_of_core
@@ -94,6 +94,11 @@ class _KeptFeatures(_RowTerms):
         r = self.range_of(X)
         if r is None or not self.done[r[0]:r[0] + r[1]].all(): return None
         return self.values[r[0]:r[0] + r[1]]
+
+    @classmethod
+    def of(cls, kern:GaussianKernels, X:np.ndarray)->'_KeptFeatures':
+        "An empty table for Φ of X's rows as `kern` forms it (its centre, dtype and width)."
+        return cls(X, kern.kind.features(kern, X[:1], 0).shape[1], kern.dtype)
 
     def keep(self, X, phi):
         "Store Φ of X's rows (made by an E-step) when X is a range of the fit's rows; threads fill disjoint ranges."
@@ -290,7 +295,7 @@ class GaussianMixture(BaseMixture):
         kern = getattr(self, '_fit_kernels', None)
         if kern is None or not isinstance(X, np.ndarray) or out_of_core(X): return None
         if getattr(self, '_fit_blocks', None) is not None: return HOLES_BLOCK_ROWS   # holes: a block's tables, so bounded
-        return max(len(X), 1) if kern.rows >= FUSED_MIN_ROWS else None   # full with large k·d: step by step, the engine's blocks
+        return max(len(X), 1) if kern.one_pass else None   # full with large k·d: step by step, the engine's blocks
 
     def _fit_frame(self, X)->tuple:
         "(c, Φ): X's column means, the fast products' frame for the whole fit, and diag's or spherical's features of X at c."
@@ -305,7 +310,7 @@ class GaussianMixture(BaseMixture):
         dtype = np.float32 if X.dtype == np.float32 else np.float64
         if 2 * X.size * np.dtype(dtype).itemsize > KEEP_FEATURES_BYTES: return c, None
         kern = GaussianKernels(self.covariance_type, np.ones(1), c[None], None, centre=c, dtype=dtype)
-        return c, _KeptFeatures(X, kern.kind.features(kern, X[:1], 0).shape[1], dtype)   # filled by the first E-step
+        return c, _KeptFeatures.of(kern, X)               # filled by the first E-step
 
     def _check_parameters(self, X):
         "Validate the starting values against the data (stored privately; the parameters stay as given)."
@@ -416,7 +421,7 @@ class GaussianMixture(BaseMixture):
             kern = self._kernels()._for(X)
             holes = Holes(X, kern.centre, COVARIANCE[self.covariance_type].solves)
             if getattr(self, '_centre', None) is not None:   # a fit that fixes c keeps Φ of the filled rows (the cache's budget)
-                holes.features = _RowTerms(holes.filled, kern.feature_table(holes.filled))
+                holes.features = _KeptFeatures.of(kern, holes.filled)   # filled by the block's first E-step
             return holes
         kept = getattr(self, '_fit_blocks', None)
         return make(X) if kept is None else kept.get(X, make)

@@ -465,11 +465,10 @@ def test_mutation_stale_holes_features_change_the_fit(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         good = GaussianMixture(3, **kw).fit(X)
-        real = gmm._RowTerms.__init__
-        def corrupt(self, X, values):
-            real(self, X, values)
-            if values is not None and np.isfinite(X).all(): self.values = values * 1.01   # only the filled rows' Φ
-        monkeypatch.setattr(gmm._RowTerms, '__init__', corrupt)
+        real = gmm._KeptFeatures.keep
+        def corrupt(self, X, phi):
+            real(self, X, phi * 1.01 if np.isfinite(X).all() else phi)   # only the filled rows' Φ, as a block's first E-step keeps it
+        monkeypatch.setattr(gmm._KeptFeatures, 'keep', corrupt)
         bad = GaussianMixture(3, **kw).fit(X)
     assert abs(bad.lower_bound_ - good.lower_bound_) > 1e-6 * abs(good.lower_bound_)
 
